@@ -1,0 +1,219 @@
+"""Models (what a user deploys) and model instances (one running copy of a model on a worker)."""
+
+from __future__ import annotations
+
+import ntpath
+import posixpath
+import re
+from datetime import datetime
+from enum import Enum
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class SourceEnum(str, Enum):
+    LOCAL_PATH = "local_path"
+
+
+class BackendEnum(str, Enum):
+    LLAMA_BOX = "llama-box"
+
+
+class PlacementStrategy(str, Enum):
+    BINPACK = "binpack"
+    SPREAD = "spread"
+
+
+class ModelInstanceState(str, Enum):
+    PENDING = "pending"
+    ANALYZING = "analyzing"
+    SCHEDULED = "scheduled"
+    INITIALIZING = "initializing"
+    DOWNLOADING = "downloading"
+    STARTING = "starting"
+    RUNNING = "running"
+    ERROR = "error"
+    UNREACHABLE = "unreachable"
+
+
+# States in which a worker owns the instance and should have (or be bringing up) an engine for it.
+ACTIVE_STATES = frozenset(
+    {
+        ModelInstanceState.SCHEDULED,
+        ModelInstanceState.INITIALIZING,
+        ModelInstanceState.DOWNLOADING,
+        ModelInstanceState.STARTING,
+        ModelInstanceState.RUNNING,
+        ModelInstanceState.UNREACHABLE,
+    }
+)
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,254}$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_parameters(value: list[str]) -> list[str]:
+    for item in value:
+        if not item.strip():
+            raise ValueError("backend_parameters must not contain empty strings")
+        if "\x00" in item or "\n" in item:
+            raise ValueError(f"backend parameter {item!r} contains a control character")
+    return value
+
+
+def _check_env(value: dict[str, str]) -> dict[str, str]:
+    for key in value:
+        if not _ENV_NAME_RE.match(key):
+            raise ValueError(
+                f"environment variable name {key!r} is invalid: use letters, digits and _ "
+                "and do not start with a digit"
+            )
+    return value
+
+
+def _check_local_path(value: str) -> str:
+    if not (posixpath.isabs(value) or ntpath.isabs(value)):
+        raise ValueError(f"local_path must be an absolute path, got {value!r}")
+    if "\x00" in value:
+        raise ValueError("local_path contains a NUL character")
+    return value
+
+
+BackendParameters = Annotated[list[str], AfterValidator(_check_parameters)]
+Environment = Annotated[dict[str, str], AfterValidator(_check_env)]
+LocalPath = Annotated[str, AfterValidator(_check_local_path)]
+
+
+class GPUSelector(BaseModel):
+    """Manual placement: exactly these GPUs, by id `<worker name>:<type>:<index>`."""
+
+    gpu_ids: list[str] = Field(min_length=1)
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(BaseModel):
+    """Fields a user sets on a model; shared by create, update and the public view."""
+
+    description: str = Field(default="", max_length=2000)
+    source: SourceEnum = SourceEnum.LOCAL_PATH
+    local_path: LocalPath | None = None
+    backend: BackendEnum = BackendEnum.LLAMA_BOX
+    backend_version: str | None = Field(default=None, max_length=64)
+    backend_parameters: BackendParameters = Field(default_factory=list)
+    env: Environment = Field(default_factory=dict)
+    replicas: int = Field(default=1, ge=0, le=64)
+    placement_strategy: PlacementStrategy = PlacementStrategy.SPREAD
+    worker_selector: dict[str, str] = Field(default_factory=dict)
+    gpu_selector: GPUSelector | None = None
+    cpu_offloading: bool = True
+    distributed_inference_across_workers: bool = True
+    restart_on_error: bool = True
+
+
+def check_source_fields(spec: ModelSpec) -> None:
+    """Raise ValueError unless the fields the source and backend need are present and consistent."""
+    if spec.source == SourceEnum.LOCAL_PATH:
+        if not spec.local_path:
+            raise ValueError("local_path is required when source is local_path")
+        if spec.backend == BackendEnum.LLAMA_BOX and not spec.local_path.lower().endswith(".gguf"):
+            raise ValueError(
+                "the llama-box backend needs the absolute path of a .gguf file "
+                "(for a sharded model, the first shard, -00001-of-0000N.gguf)"
+            )
+
+
+class ModelCreate(ModelSpec):
+    name: str
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError(
+                "name must be 1-255 characters of letters, digits and . _ : / @ + -, "
+                "starting with a letter or digit"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_source(self) -> ModelCreate:
+        check_source_fields(self)
+        return self
+
+
+class ModelUpdate(BaseModel):
+    """A partial update; fields left out keep their value."""
+
+    description: str | None = Field(default=None, max_length=2000)
+    local_path: LocalPath | None = None
+    backend_version: str | None = Field(default=None, max_length=64)
+    backend_parameters: BackendParameters | None = None
+    env: Environment | None = None
+    replicas: int | None = Field(default=None, ge=0, le=64)
+    placement_strategy: PlacementStrategy | None = None
+    worker_selector: dict[str, str] | None = None
+    gpu_selector: GPUSelector | None = None
+    cpu_offloading: bool | None = None
+    distributed_inference_across_workers: bool | None = None
+    restart_on_error: bool | None = None
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelPublic(ModelSpec):
+    id: int
+    name: str
+    ready_replicas: int
+    created_at: datetime
+    updated_at: datetime
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ResourceClaim(BaseModel):
+    """Memory an instance holds on its worker: RAM, and VRAM per GPU index."""
+
+    ram: int = 0
+    vram: dict[int, int] = Field(default_factory=dict)
+    offload_layers: int = 0
+    total_layers: int = 0
+
+
+class ModelInstancePublic(BaseModel):
+    id: int
+    name: str
+    model_id: int
+    model_name: str
+    worker_id: int | None
+    worker_name: str | None
+    worker_ip: str | None
+    port: int | None
+    pid: int | None
+    state: ModelInstanceState
+    state_message: str
+    restart_count: int
+    last_restart_at: datetime | None
+    computed_resource_claim: ResourceClaim | None
+    gpu_indexes: list[int]
+    resolved_path: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ModelInstanceStateUpdate(BaseModel):
+    """What a worker reports about an instance it runs."""
+
+    worker_id: int
+    state: ModelInstanceState
+    state_message: str = Field(default="", max_length=20000)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    pid: int | None = None
+    resolved_path: str | None = None
+
+    model_config = ConfigDict(extra="forbid")

@@ -1,0 +1,103 @@
+"""Users, logins and API keys."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+_USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+MIN_PASSWORD_LENGTH = 6
+
+
+def check_password(value: str) -> str:
+    if len(value) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    if len(value) > 256:
+        raise ValueError("password must be at most 256 characters")
+    return value
+
+
+Password = Annotated[str, AfterValidator(check_password)]
+
+
+class UserCreate(BaseModel):
+    username: str
+    password: Password
+    full_name: str = Field(default="", max_length=255)
+    is_admin: bool = False
+    require_password_change: bool = False
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("username")
+    @classmethod
+    def _check_username(cls, value: str) -> str:
+        if not _USERNAME_RE.match(value):
+            raise ValueError(
+                "username must be 1-64 letters, digits or . _ @ -, starting with a letter or digit"
+            )
+        return value
+
+
+class UserUpdate(BaseModel):
+    full_name: str | None = Field(default=None, max_length=255)
+    password: Password | None = None
+    is_admin: bool | None = None
+    require_password_change: bool | None = None
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserPublic(BaseModel):
+    id: int
+    username: str
+    full_name: str
+    is_admin: bool
+    require_password_change: bool
+    created_at: datetime
+    updated_at: datetime
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class LoginRequest(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=256)
+    new_password: Password
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiKeyCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=255)
+    description: str = Field(default="", max_length=2000)
+    expires_in: int | None = Field(
+        default=None, gt=0, le=10 * 365 * 86400, description="seconds until the key expires; none for never"
+    )
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiKeyPublic(BaseModel):
+    id: int
+    name: str
+    description: str
+    access_key: str
+    user_id: int
+    expires_at: datetime | None
+    created_at: datetime
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    """Returned once, at creation: the only time the full key is shown."""
+
+    value: str
