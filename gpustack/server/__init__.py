@@ -1,0 +1,1 @@
+"""The server: REST API, scheduler, controllers and the OpenAI-compatible gateway."""

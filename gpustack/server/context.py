@@ -1,0 +1,30 @@
+"""What every part of a running server shares: config, database, event bus, HTTP client, secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from gpustack.config import Config
+from gpustack.server.bus import EventBus
+
+
+@dataclass
+class ServerContext:
+    config: Config
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    bus: EventBus
+    http: httpx.AsyncClient
+    cluster_token: str
+    session_secret: str
+    started_at: float = field(default_factory=time.time)
+    # Set whenever something may let a pending instance fit: a model changed, a worker joined, memory freed.
+    schedule_wanted: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def session(self) -> AsyncSession:
+        return self.sessions()

@@ -1,0 +1,135 @@
+"""Database tables. Their shape is owned by the Alembic migrations in gpustack/server/migrations."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored in UTC and always read back timezone-aware, whatever the database keeps."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name in ("sqlite", "mysql") else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Timestamped:
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False
+    )
+
+
+class UserRow(Timestamped, Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    full_name: Mapped[str] = mapped_column(String(255), default="", nullable=False)
+    hashed_password: Mapped[str] = mapped_column(String(255), nullable=False)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    require_password_change: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+
+
+class ApiKeyRow(Timestamped, Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    description: Mapped[str] = mapped_column(Text, default="", nullable=False)
+    access_key: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)
+    hashed_secret_key: Mapped[str] = mapped_column(String(128), nullable=False)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class WorkerRow(Timestamped, Base):
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    uuid: Mapped[str] = mapped_column(String(64), nullable=False)
+    hostname: Mapped[str] = mapped_column(String(255), default="", nullable=False)
+    ip: Mapped[str] = mapped_column(String(64), nullable=False)
+    port: Mapped[int] = mapped_column(Integer, nullable=False)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, nullable=False)
+    state: Mapped[str] = mapped_column(String(32), nullable=False)
+    state_message: Mapped[str] = mapped_column(Text, default="", nullable=False)
+    status: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    system_reserved: Mapped[dict[str, int]] = mapped_column(JSON, default=dict, nullable=False)
+    heartbeat_interval: Mapped[float] = mapped_column(Float, default=5.0, nullable=False)
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ModelRow(Timestamped, Base):
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    description: Mapped[str] = mapped_column(Text, default="", nullable=False)
+    source: Mapped[str] = mapped_column(String(32), nullable=False)
+    local_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    backend: Mapped[str] = mapped_column(String(32), nullable=False)
+    backend_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    backend_parameters: Mapped[list[str]] = mapped_column(JSON, default=list, nullable=False)
+    env: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, nullable=False)
+    replicas: Mapped[int] = mapped_column(Integer, default=1, nullable=False)
+    ready_replicas: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    placement_strategy: Mapped[str] = mapped_column(String(16), nullable=False)
+    worker_selector: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, nullable=False)
+    gpu_selector: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    cpu_offloading: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+    distributed_inference_across_workers: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+    restart_on_error: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+
+
+class ModelInstanceRow(Timestamped, Base):
+    __tablename__ = "model_instances"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("models.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    model_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    worker_id: Mapped[int | None] = mapped_column(
+        ForeignKey("workers.id", ondelete="SET NULL"), index=True, nullable=True
+    )
+    worker_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    worker_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    state: Mapped[str] = mapped_column(String(32), index=True, nullable=False)
+    state_message: Mapped[str] = mapped_column(Text, default="", nullable=False)
+    state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    restart_count: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    last_restart_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    computed_resource_claim: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    gpu_indexes: Mapped[list[int]] = mapped_column(JSON, default=list, nullable=False)
+    resolved_path: Mapped[str | None] = mapped_column(Text, nullable=True)
