@@ -1,0 +1,199 @@
+"""The llama-box (llama.cpp server) options that change its memory use, parsed from backend parameters."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gpustack.estimate.gguf_types import GGML_TYPES_BY_NAME
+
+# The types llama.cpp accepts for -ctk / -ctv.
+KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+
+_TRUTHY = ("on", "enabled", "true", "1")
+_FALSEY = ("off", "disabled", "false", "0")
+_AUTO = ("auto",)
+
+
+@dataclass
+class LlamaBoxOptions:
+    """Engine options as the estimate sees them; defaults are GPUStack's llama-box defaults."""
+
+    ctx_size: int = 8192  # total context shared by all slots; 0 = the model's training context
+    parallel: int = 4
+    batch_size: int = 2048
+    ubatch_size: int = 512
+    # None = llama.cpp's "auto": on wherever the device supports it (CPU, CUDA, Metal, ...).
+    flash_attn: bool | None = None
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    no_mmap: bool = False
+    gpu_layers: int | None = None  # None = all
+    kv_unified: bool = False  # llama.cpp turns it on only when --parallel is left to "auto"
+    swa_full: bool = False
+    cache_ram_mib: int | None = None  # --cache-ram; None = not given (engine default 8192 MiB, grows on use)
+    ctx_checkpoints: int = 32  # --ctx-checkpoints: saved states per slot for sliding-window/recurrent models
+
+    @property
+    def flash_attn_on(self) -> bool:
+        return self.flash_attn is not False
+
+    def kv_bytes_per_element(self, which: str) -> float:
+        """Bytes one element of the K ("k") or V ("v") cache takes, e.g. 2 for f16, 34/32 for q8_0."""
+        ggml_type = GGML_TYPES_BY_NAME[self.cache_type_k if which == "k" else self.cache_type_v]
+        return ggml_type.type_size / ggml_type.block_size
+
+
+def _int_value(flag: str, value: str | None, minimum: int = 1, extra: str = "") -> int:
+    try:
+        number = int(value) if value is not None else None
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        got = "nothing" if value is None else repr(value)
+        raise ValueError(f"{flag}: expects a positive integer{extra}, got {got}")
+    return number
+
+
+def _set_ctx(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
+    options.ctx_size = _int_value(flag, value, 0, " (or 0 for the model's own context length)")
+
+
+def _set_parallel(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
+    if value is not None and value.strip() == "-1":  # llama.cpp's auto: 4 slots sharing one KV cache
+        options.parallel = 4
+        options.kv_unified = True
+        return
+    options.parallel = _int_value(flag, value, 1, " (or -1 for auto)")
+
+
+def _set_batch(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
+    options.batch_size = _int_value(flag, value)
+
+
+def _set_ubatch(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
+    options.ubatch_size = _int_value(flag, value)
+
+
+def _set_flash_attn(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
+    if value is None or value in _TRUTHY:
+        options.flash_attn = True
+    elif value in _FALSEY:
+        options.flash_attn = False
+    else:
+        options.flash_attn = None
+
+
+def _cache_type(flag: str, value: str | None) -> str:
+    name = (value or "").lower()
+    if name not in KV_CACHE_TYPES:
+        got = "nothing" if value is None else repr(value)
+        raise ValueError(f"{flag}: expects one of {', '.join(KV_CACHE_TYPES)}, got {got}")
+    return name
+
+
+def _set_cache_type_k(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
+    options.cache_type_k = _cache_type(flag, value)
+
+
+def _set_cache_type_v(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
+    options.cache_type_v = _cache_type(flag, value)
+
+
+def _set_gpu_layers(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
+    if value in ("auto", "all", "-1", "-2"):
+        options.gpu_layers = None
+        return
+    options.gpu_layers = _int_value(flag, value, 0, " (or 'auto' / 'all')")
+
+
+def _set_load_mode(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
+    modes = ("auto", "none", "mmap", "mlock", "mmap+mlock", "dio")
+    if value not in modes:
+        raise ValueError(f"{flag}: expects one of {', '.join(modes)}, got {value!r}")
+    options.no_mmap = value in ("none", "mlock", "dio")
+
+
+def _set_cache_ram(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
+    options.cache_ram_mib = _int_value(flag, value, -1, " (MiB; 0 = off, -1 = no limit)")
+
+
+def _set_ctx_checkpoints(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
+    options.ctx_checkpoints = _int_value(flag, value, 0, " (or 0 to disable)")
+
+
+def _switch(field: str, on: bool) -> Callable[[LlamaBoxOptions, str, str | None], None]:
+    def apply(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
+        setattr(options, field, on)
+
+    return apply
+
+
+_Setter = Callable[[LlamaBoxOptions, str, "str | None"], None]
+
+# flag -> (setter, how it takes a value: "required", "optional" (only a known word) or "none")
+_FLAGS: dict[str, tuple[_Setter, str]] = {}
+for _names, _setter, _takes in [
+    (("-c", "--ctx-size"), _set_ctx, "required"),
+    (("-np", "--parallel"), _set_parallel, "required"),
+    (("-b", "--batch-size"), _set_batch, "required"),
+    (("-ub", "--ubatch-size"), _set_ubatch, "required"),
+    (("-fa", "--flash-attn"), _set_flash_attn, "optional"),
+    (("-ctk", "--cache-type-k"), _set_cache_type_k, "required"),
+    (("-ctv", "--cache-type-v"), _set_cache_type_v, "required"),
+    (("-ngl", "--gpu-layers", "--n-gpu-layers"), _set_gpu_layers, "required"),
+    (("-lm", "--load-mode"), _set_load_mode, "required"),
+    (("-cram", "--cache-ram"), _set_cache_ram, "required"),
+    (("-ctxcp", "--ctx-checkpoints", "--swa-checkpoints"), _set_ctx_checkpoints, "required"),
+    (("--no-mmap",), _switch("no_mmap", True), "none"),
+    (("--mmap",), _switch("no_mmap", False), "none"),
+    (("-kvu", "--kv-unified"), _switch("kv_unified", True), "none"),
+    (("-no-kvu", "--no-kv-unified"), _switch("kv_unified", False), "none"),
+    (("--swa-full",), _switch("swa_full", True), "none"),
+]:
+    for _name in _names:
+        _FLAGS[_name] = (_setter, _takes)
+
+_OPTIONAL_VALUES = _TRUTHY + _FALSEY + _AUTO
+
+
+def _tokens(backend_parameters: list[str]) -> list[str]:
+    """Split each item into flags and values: "--x=1", "--x 1" and ["--x", "1"] all become ["--x", "1"]."""
+    tokens: list[str] = []
+    for item in backend_parameters:
+        item = item.strip()
+        if item.startswith("-") and "=" in item.split()[0]:
+            flag, _, value = item.partition("=")
+            tokens += [flag, value]
+        elif item.startswith("-") and any(c.isspace() for c in item):
+            try:
+                tokens += shlex.split(item)
+            except ValueError:
+                tokens += item.split()
+        elif item:
+            tokens.append(item)
+    return tokens
+
+
+def parse_llama_box_options(backend_parameters: list[str]) -> LlamaBoxOptions:
+    """Options from a model's backend parameters; unknown flags are ignored, bad values raise ValueError."""
+    options = LlamaBoxOptions()
+    tokens = _tokens(backend_parameters)
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        known = _FLAGS.get(token)
+        if known is None:
+            continue
+        setter, takes = known
+        value: str | None = None
+        if takes == "required" and i < len(tokens):
+            value = tokens[i]
+            i += 1
+        elif takes == "optional" and i < len(tokens) and tokens[i].lower() in _OPTIONAL_VALUES:
+            value = tokens[i].lower()
+            i += 1
+        setter(options, token, value)
+    return options
