@@ -1,0 +1,1 @@
+"""Management REST API, one module per resource."""

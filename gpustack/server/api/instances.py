@@ -1,0 +1,144 @@
+"""Model instances: listing and watching, state reports from workers, logs, and recreation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+
+from gpustack.schemas.models import ModelInstancePublic, ModelInstanceState, ModelInstanceStateUpdate
+from gpustack.server.api.common import PageParams, get_or_404, paginate
+from gpustack.server.api.watch import watch_response
+from gpustack.server.auth import context, require_admin, require_admin_or_worker, require_worker
+from gpustack.server.db.tables import ModelInstanceRow, WorkerRow
+from gpustack.server.errors import BadRequest, Conflict, ServiceUnavailable
+from gpustack.server.services import set_instance_state
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/model-instances", tags=["model-instances"])
+
+
+@router.get("", dependencies=[Depends(require_admin_or_worker)], response_model=None)
+async def list_instances(
+    request: Request,
+    params: PageParams = Depends(),
+    model_id: int | None = None,
+    worker_id: int | None = None,
+    state: ModelInstanceState | None = None,
+    watch: bool = Query(False, description="stream a snapshot then changes as newline-delimited JSON"),
+) -> Any:
+    ctx = context(request)
+    statement = select(ModelInstanceRow).order_by(ModelInstanceRow.id)
+    if model_id is not None:
+        statement = statement.where(ModelInstanceRow.model_id == model_id)
+    if worker_id is not None:
+        statement = statement.where(ModelInstanceRow.worker_id == worker_id)
+    if state is not None:
+        statement = statement.where(ModelInstanceRow.state == state.value)
+    if not watch:
+        async with ctx.session() as session:
+            return await paginate(session, statement, params, ModelInstancePublic)
+
+    async def snapshot() -> list[dict[str, Any]]:
+        async with ctx.session() as session:
+            rows = (await session.execute(statement)).scalars().all()
+            return [ModelInstancePublic.model_validate(row).model_dump(mode="json") for row in rows]
+
+    def matches(data: dict[str, Any]) -> bool:
+        return (
+            (model_id is None or data["model_id"] == model_id)
+            and (worker_id is None or data["worker_id"] == worker_id)
+            and (state is None or data["state"] == state.value)
+        )
+
+    return watch_response(ctx, ModelInstanceRow.__tablename__, snapshot, matches)
+
+
+@router.get(
+    "/{instance_id}", response_model=ModelInstancePublic, dependencies=[Depends(require_admin_or_worker)]
+)
+async def get_instance(request: Request, instance_id: int) -> ModelInstanceRow:
+    async with context(request).session() as session:
+        return await get_or_404(session, ModelInstanceRow, instance_id, "model instance")
+
+
+@router.delete("/{instance_id}", status_code=204, dependencies=[Depends(require_admin)])
+async def delete_instance(request: Request, instance_id: int) -> None:
+    """Remove an instance; its model's controller creates a fresh one if the replicas call for it."""
+    ctx = context(request)
+    async with ctx.session() as session:
+        row = await get_or_404(session, ModelInstanceRow, instance_id, "model instance")
+        await session.delete(row)
+        await session.commit()
+    ctx.schedule_wanted.set()
+
+
+@router.put(
+    "/{instance_id}/state", response_model=ModelInstancePublic, dependencies=[Depends(require_worker)]
+)
+async def report_state(
+    request: Request, instance_id: int, body: ModelInstanceStateUpdate
+) -> ModelInstanceRow:
+    """A worker reports the progress of an instance it runs."""
+    ctx = context(request)
+    if body.state in (ModelInstanceState.PENDING, ModelInstanceState.ANALYZING, ModelInstanceState.SCHEDULED):
+        raise BadRequest(f"workers cannot set state {body.state.value}; the scheduler owns it")
+    async with ctx.session() as session:
+        row = await get_or_404(session, ModelInstanceRow, instance_id, "model instance")
+        if row.worker_id != body.worker_id:
+            raise Conflict(f"model instance {row.name} is no longer assigned to worker {body.worker_id}")
+        set_instance_state(row, body.state, body.state_message)
+        for field in ("port", "pid", "resolved_path"):
+            value = getattr(body, field)
+            if value is not None or body.state == ModelInstanceState.ERROR and field == "pid":
+                setattr(row, field, value)
+        await session.commit()
+    if body.state == ModelInstanceState.ERROR:
+        logger.warning("model instance %s failed: %s", row.name, body.state_message.splitlines()[0:1])
+    return row
+
+
+@router.get("/{instance_id}/logs", dependencies=[Depends(require_admin)])
+async def instance_logs(
+    request: Request,
+    instance_id: int,
+    tail: int = Query(-1, ge=-1, le=1_000_000, description="last N lines; -1 for all"),
+    follow: bool = Query(False, description="keep streaming new lines"),
+) -> StreamingResponse:
+    ctx = context(request)
+    async with ctx.session() as session:
+        row = await get_or_404(session, ModelInstanceRow, instance_id, "model instance")
+        worker = await session.get(WorkerRow, row.worker_id) if row.worker_id else None
+    if worker is None:
+        raise BadRequest(f"model instance {row.name} is not placed on a worker yet, so it has no logs")
+    url = f"http://{worker.ip}:{worker.port}/serve-logs/{instance_id}"
+    upstream_request = ctx.http.build_request(
+        "GET",
+        url,
+        params={"tail": tail, "follow": str(follow).lower()},
+        headers={"Authorization": f"Bearer {ctx.cluster_token}"},
+        timeout=httpx.Timeout(10.0, read=None),
+    )
+    try:
+        upstream = await ctx.http.send(upstream_request, stream=True)
+    except httpx.HTTPError as exc:
+        raise ServiceUnavailable(f"cannot reach worker {worker.name} at {url}: {exc}") from None
+    if upstream.status_code != 200:
+        body = (await upstream.aread()).decode(errors="replace")
+        await upstream.aclose()
+        raise ServiceUnavailable(f"worker {worker.name} answered {upstream.status_code}: {body[:500]}")
+
+    async def relay() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_raw():
+                yield chunk
+        finally:
+            await upstream.aclose()
+
+    return StreamingResponse(relay(), media_type="text/plain; charset=utf-8")

@@ -1,0 +1,91 @@
+"""Models: what users deploy. Instances follow from a model's replicas (see controllers/models.py)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import ValidationError
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+
+from gpustack.schemas.common import PaginatedList
+from gpustack.schemas.models import ModelCreate, ModelPublic, ModelSpec, ModelUpdate, check_source_fields
+from gpustack.server.api.common import PageParams, get_or_404, paginate
+from gpustack.server.auth import context, require_admin, require_admin_or_worker
+from gpustack.server.db.tables import ModelInstanceRow, ModelRow
+from gpustack.server.errors import BadRequest, Conflict
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.get("", response_model=PaginatedList[ModelPublic], dependencies=[Depends(require_admin)])
+async def list_models(
+    request: Request,
+    params: PageParams = Depends(),
+    name: str | None = None,
+    backend: str | None = None,
+    search: str | None = Query(None, description="part of the name"),
+) -> PaginatedList[ModelPublic]:
+    statement = select(ModelRow).order_by(ModelRow.id)
+    if name:
+        statement = statement.where(ModelRow.name == name)
+    if backend:
+        statement = statement.where(ModelRow.backend == backend)
+    if search:
+        pattern = f"%{search}%"
+        statement = statement.where(or_(ModelRow.name.ilike(pattern), ModelRow.description.ilike(pattern)))
+    async with context(request).session() as session:
+        return await paginate(session, statement, params, ModelPublic)
+
+
+@router.post("", response_model=ModelPublic, status_code=201, dependencies=[Depends(require_admin)])
+async def create_model(request: Request, body: ModelCreate) -> ModelRow:
+    ctx = context(request)
+    row = ModelRow(**body.model_dump(mode="json"), ready_replicas=0)
+    async with ctx.session() as session:
+        session.add(row)
+        try:
+            await session.commit()
+        except IntegrityError:
+            raise Conflict(f"a model named {body.name!r} already exists") from None
+    ctx.schedule_wanted.set()
+    return row
+
+
+@router.get("/{model_id}", response_model=ModelPublic, dependencies=[Depends(require_admin_or_worker)])
+async def get_model(request: Request, model_id: int) -> ModelRow:
+    async with context(request).session() as session:
+        return await get_or_404(session, ModelRow, model_id, "model")
+
+
+@router.put("/{model_id}", response_model=ModelPublic, dependencies=[Depends(require_admin)])
+async def update_model(request: Request, model_id: int, body: ModelUpdate) -> ModelRow:
+    """Change a model. Running instances keep their settings until recreated (delete the instance)."""
+    ctx = context(request)
+    changes = body.model_dump(mode="json", exclude_unset=True)
+    async with ctx.session() as session:
+        row = await get_or_404(session, ModelRow, model_id, "model")
+        merged = {**ModelPublic.model_validate(row).model_dump(mode="json"), **changes}
+        try:
+            check_source_fields(ModelSpec.model_validate(merged))
+        except (ValueError, ValidationError) as exc:
+            raise BadRequest(str(exc)) from None
+        for field, value in changes.items():
+            setattr(row, field, value)
+        await session.commit()
+    ctx.schedule_wanted.set()
+    return row
+
+
+@router.delete("/{model_id}", status_code=204, dependencies=[Depends(require_admin)])
+async def delete_model(request: Request, model_id: int) -> None:
+    ctx = context(request)
+    async with ctx.session() as session:
+        row = await get_or_404(session, ModelRow, model_id, "model")
+        instances = await session.execute(
+            select(ModelInstanceRow).where(ModelInstanceRow.model_id == model_id)
+        )
+        for instance in instances.scalars():
+            await session.delete(instance)
+        await session.delete(row)
+        await session.commit()
+    ctx.schedule_wanted.set()

@@ -1,0 +1,148 @@
+"""Workers: registration and heartbeats from workers, listing and removal for administrators."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gpustack.schemas.common import PaginatedList
+from gpustack.schemas.workers import (
+    WorkerPublic,
+    WorkerRegistration,
+    WorkerState,
+    WorkerStatusReport,
+    WorkerUpdate,
+)
+from gpustack.server.api.common import PageParams, get_or_404, paginate
+from gpustack.server.auth import context, require_admin, require_worker
+from gpustack.server.db.tables import WorkerRow, utcnow
+from gpustack.server.services import instances_on_worker, return_to_pending, set_worker_state
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/workers", tags=["workers"])
+
+
+@router.get("", response_model=PaginatedList[WorkerPublic], dependencies=[Depends(require_admin)])
+async def list_workers(
+    request: Request,
+    params: PageParams = Depends(),
+    name: str | None = None,
+    state: WorkerState | None = None,
+    search: str | None = Query(None, description="part of the name, hostname or IP"),
+) -> PaginatedList[WorkerPublic]:
+    statement = select(WorkerRow).order_by(WorkerRow.id)
+    if name:
+        statement = statement.where(WorkerRow.name == name)
+    if state:
+        statement = statement.where(WorkerRow.state == state.value)
+    if search:
+        pattern = f"%{search}%"
+        statement = statement.where(
+            or_(WorkerRow.name.ilike(pattern), WorkerRow.hostname.ilike(pattern), WorkerRow.ip.ilike(pattern))
+        )
+    async with context(request).session() as session:
+        return await paginate(session, statement, params, WorkerPublic)
+
+
+@router.get("/{worker_id}", response_model=WorkerPublic, dependencies=[Depends(require_admin)])
+async def get_worker(request: Request, worker_id: int) -> WorkerRow:
+    async with context(request).session() as session:
+        return await get_or_404(session, WorkerRow, worker_id, "worker")
+
+
+@router.patch("/{worker_id}", response_model=WorkerPublic, dependencies=[Depends(require_admin)])
+async def update_worker(request: Request, worker_id: int, body: WorkerUpdate) -> WorkerRow:
+    ctx = context(request)
+    async with ctx.session() as session:
+        worker = await get_or_404(session, WorkerRow, worker_id, "worker")
+        if body.labels is not None:
+            worker.labels = body.labels
+        await session.commit()
+    ctx.schedule_wanted.set()
+    return worker
+
+
+@router.delete("/{worker_id}", status_code=204, dependencies=[Depends(require_admin)])
+async def delete_worker(request: Request, worker_id: int) -> None:
+    ctx = context(request)
+    async with ctx.session() as session:
+        worker = await get_or_404(session, WorkerRow, worker_id, "worker")
+        for instance in await instances_on_worker(session, worker_id):
+            return_to_pending(instance, f"worker {worker.name} was removed; placing the instance again")
+        await session.delete(worker)
+        await session.commit()
+    ctx.schedule_wanted.set()
+
+
+async def _unique_name(session: AsyncSession, wanted: str, uuid: str) -> str:
+    """`wanted`, or a variant with the worker's uuid when another machine already uses that name."""
+    candidate = f"{wanted}-{uuid[:8]}"
+    existing = (await session.execute(select(WorkerRow).where(WorkerRow.name == candidate))).scalar()
+    if existing is None or existing.uuid == uuid:
+        return candidate
+    return f"{wanted}-{uuid}"
+
+
+@router.post("/register", response_model=WorkerPublic, dependencies=[Depends(require_worker)])
+async def register_worker(request: Request, body: WorkerRegistration) -> WorkerRow:
+    ctx = context(request)
+    async with ctx.session() as session:
+        by_name = (await session.execute(select(WorkerRow).where(WorkerRow.name == body.name))).scalar()
+        name = body.name
+        if by_name is not None and by_name.uuid != body.uuid:
+            name = await _unique_name(session, body.name, body.uuid)
+            logger.warning(
+                "worker name %r is already used by another machine (%s); registering %s as %r",
+                body.name,
+                by_name.ip,
+                body.ip,
+                name,
+            )
+        worker = (await session.execute(select(WorkerRow).where(WorkerRow.uuid == body.uuid))).scalar()
+        if worker is None:
+            worker = WorkerRow(uuid=body.uuid, name=name, state=WorkerState.READY.value)
+            session.add(worker)
+        elif worker.name != name:
+            logger.info("worker %r is now called %r", worker.name, name)
+        worker.name = name
+        worker.hostname = body.hostname
+        worker.ip = body.ip
+        worker.port = body.port
+        worker.labels = body.labels
+        worker.status = body.status.model_dump(mode="json")
+        worker.system_reserved = body.system_reserved.model_dump()
+        worker.heartbeat_interval = body.heartbeat_interval
+        worker.last_heartbeat_at = utcnow()
+        set_worker_state(worker, WorkerState.READY)
+        await session.flush()
+        for instance in await instances_on_worker(session, worker.id):
+            instance.worker_name = worker.name
+            instance.worker_ip = worker.ip
+        await session.commit()
+    logger.info("worker %s registered from %s:%d", worker.name, worker.ip, worker.port)
+    ctx.schedule_wanted.set()
+    return worker
+
+
+@router.put("/{worker_id}/status", status_code=204, dependencies=[Depends(require_worker)])
+async def report_status(request: Request, worker_id: int, body: WorkerStatusReport) -> None:
+    ctx = context(request)
+    async with ctx.session() as session:
+        worker = await get_or_404(session, WorkerRow, worker_id, "worker")
+        worker.status = body.status.model_dump(mode="json")
+        worker.last_heartbeat_at = utcnow()
+        became_ready = False
+        if not body.healthy:
+            set_worker_state(worker, WorkerState.NOT_READY, body.state_message)
+        elif worker.state == WorkerState.NOT_READY.value:
+            # Reachability is judged by the server's own probe; a heartbeat only ends not_ready.
+            set_worker_state(worker, WorkerState.READY)
+            became_ready = True
+        await session.commit()
+    if became_ready:
+        logger.info("worker %s is ready again", worker.name)
+        ctx.schedule_wanted.set()

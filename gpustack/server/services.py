@@ -1,0 +1,39 @@
+"""State changes of instances and workers that several routes and controllers make the same way."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gpustack.schemas.models import ModelInstanceState
+from gpustack.schemas.workers import WorkerState
+from gpustack.server.db.tables import ModelInstanceRow, WorkerRow, utcnow
+
+
+def set_instance_state(row: ModelInstanceRow, state: ModelInstanceState, message: str = "") -> None:
+    if row.state != state.value:
+        row.state_changed_at = utcnow()
+    row.state = state.value
+    row.state_message = message
+
+
+def return_to_pending(row: ModelInstanceRow, message: str) -> None:
+    """Take an instance off its worker so the scheduler places it again."""
+    row.worker_id = None
+    row.worker_name = None
+    row.worker_ip = None
+    row.port = None
+    row.pid = None
+    row.gpu_indexes = []
+    row.computed_resource_claim = None
+    set_instance_state(row, ModelInstanceState.PENDING, message)
+
+
+async def instances_on_worker(session: AsyncSession, worker_id: int) -> list[ModelInstanceRow]:
+    result = await session.execute(select(ModelInstanceRow).where(ModelInstanceRow.worker_id == worker_id))
+    return list(result.scalars())
+
+
+def set_worker_state(row: WorkerRow, state: WorkerState, message: str = "") -> None:
+    row.state = state.value
+    row.state_message = message
