@@ -1,0 +1,1 @@
+"""Controllers: loops that move the stored state toward what users asked for."""

@@ -1,0 +1,64 @@
+"""Instance lifecycles the server owns: restarts after errors, with backoff, and deadlines."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import select
+
+from gpustack.schemas.models import ModelInstanceState
+from gpustack.server.context import ServerContext
+from gpustack.server.db.tables import ModelInstanceRow, ModelRow
+from gpustack.server.services import return_to_pending, set_instance_state
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_BASE_SECONDS = 5.0
+BACKOFF_MAX_SECONDS = 300.0
+# A worker that has not started on an assignment within this time is presumed stuck on it.
+SCHEDULED_DEADLINE = timedelta(minutes=3)
+
+
+def restart_delay(restart_count: int) -> float:
+    """Seconds to wait before the next restart: 5, 10, 20, ... up to 5 minutes."""
+    return min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(restart_count, 16))
+
+
+async def restart_and_expire(ctx: ServerContext) -> None:
+    now = datetime.now(timezone.utc)
+    async with ctx.session() as session:
+        rows = await session.execute(
+            select(ModelInstanceRow, ModelRow)
+            .join(ModelRow, ModelRow.id == ModelInstanceRow.model_id)
+            .where(
+                ModelInstanceRow.state.in_(
+                    [ModelInstanceState.ERROR.value, ModelInstanceState.SCHEDULED.value]
+                )
+            )
+        )
+        for instance, model in rows.all():
+            waited = (now - instance.state_changed_at).total_seconds()
+            if instance.state == ModelInstanceState.ERROR.value:
+                if not model.restart_on_error or instance.worker_id is None:
+                    continue
+                if waited < restart_delay(instance.restart_count):
+                    continue
+                instance.restart_count += 1
+                instance.last_restart_at = now
+                first_line = instance.state_message.splitlines()[0] if instance.state_message else "error"
+                logger.info(
+                    "restarting model instance %s (attempt %d)", instance.name, instance.restart_count
+                )
+                set_instance_state(
+                    instance,
+                    ModelInstanceState.SCHEDULED,
+                    f"restarting after an error (attempt {instance.restart_count}): {first_line}",
+                )
+            elif waited > SCHEDULED_DEADLINE.total_seconds():
+                return_to_pending(
+                    instance,
+                    f"worker {instance.worker_name} did not start the instance within "
+                    f"{SCHEDULED_DEADLINE.total_seconds():.0f}s; placing it again",
+                )
+        await session.commit()

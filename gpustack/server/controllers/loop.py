@@ -1,0 +1,31 @@
+"""Run a reconcile step forever: on a timer, or sooner when woken."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+logger = logging.getLogger(__name__)
+
+
+async def reconcile_forever(
+    name: str, step: Callable[[], Awaitable[None]], interval: float, wake: asyncio.Event | None = None
+) -> None:
+    """Call `step` every `interval` seconds, or as soon as `wake` is set; one failure never stops the loop."""
+    while True:
+        if wake is not None:
+            wake.clear()
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("%s: reconcile step failed; retrying in %.0fs", name, interval)
+        if wake is None:
+            await asyncio.sleep(interval)
+            continue
+        try:
+            await asyncio.wait_for(wake.wait(), interval)
+        except asyncio.TimeoutError:
+            pass

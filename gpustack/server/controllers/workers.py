@@ -1,0 +1,107 @@
+"""Worker liveness: not_ready when heartbeats stop, unreachable when its /healthz does not answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+
+import httpx
+from sqlalchemy import select
+
+from gpustack.schemas.models import ModelInstanceState
+from gpustack.schemas.workers import WorkerState
+from gpustack.server.context import ServerContext
+from gpustack.server.db.tables import WorkerRow
+from gpustack.server.services import (
+    instances_on_worker,
+    return_to_pending,
+    set_instance_state,
+    set_worker_state,
+)
+
+logger = logging.getLogger(__name__)
+
+MISSED_HEARTBEATS = 3
+PROBE_TIMEOUT_SECONDS = 3.0
+
+
+def heartbeat_overdue(worker: WorkerRow, now: datetime, server_started_at: datetime) -> float | None:
+    """Seconds since the last heartbeat if more than three were missed, else None.
+
+    Heartbeats sent while the server was down cannot have arrived, so the clock starts at server start.
+    """
+    last = max(worker.last_heartbeat_at or server_started_at, server_started_at)
+    silent = (now - last).total_seconds()
+    return silent if silent > MISSED_HEARTBEATS * worker.heartbeat_interval else None
+
+
+async def check_heartbeats(ctx: ServerContext) -> None:
+    now = datetime.now(timezone.utc)
+    started = datetime.fromtimestamp(ctx.started_at, timezone.utc)
+    async with ctx.session() as session:
+        workers = (
+            await session.execute(select(WorkerRow).where(WorkerRow.state != WorkerState.NOT_READY.value))
+        ).scalars()
+        for worker in workers:
+            silent = heartbeat_overdue(worker, now, started)
+            if silent is None:
+                continue
+            message = (
+                f"no heartbeat for {silent:.0f}s (expected every {worker.heartbeat_interval:g}s); "
+                "check that the worker is running and see its log"
+            )
+            logger.warning("worker %s is not ready: %s", worker.name, message)
+            set_worker_state(worker, WorkerState.NOT_READY, message)
+            for instance in await instances_on_worker(session, worker.id):
+                return_to_pending(
+                    instance, f"worker {worker.name} became not_ready; placing the instance again"
+                )
+        await session.commit()
+    ctx.schedule_wanted.set()
+
+
+async def _probe(ctx: ServerContext, worker: WorkerRow) -> str | None:
+    """None when the worker's /healthz answers, else what went wrong."""
+    url = f"http://{worker.ip}:{worker.port}/healthz"
+    try:
+        response = await ctx.http.get(url, timeout=PROBE_TIMEOUT_SECONDS)
+    except httpx.HTTPError as exc:
+        return f"the server cannot reach {url}: {type(exc).__name__} {exc}".rstrip()
+    if response.status_code != 200:
+        return f"{url} answered HTTP {response.status_code}"
+    return None
+
+
+async def probe_workers(ctx: ServerContext) -> None:
+    async with ctx.session() as session:
+        workers = (
+            (await session.execute(select(WorkerRow).where(WorkerRow.state != WorkerState.NOT_READY.value)))
+            .scalars()
+            .all()
+        )
+    if not workers:
+        return
+    results = await asyncio.gather(*(_probe(ctx, worker) for worker in workers))
+    async with ctx.session() as session:
+        for worker, problem in zip(workers, results, strict=True):
+            row = await session.get(WorkerRow, worker.id)
+            if row is None or row.state == WorkerState.NOT_READY.value:
+                continue
+            if problem and row.state == WorkerState.READY.value:
+                logger.warning("worker %s is unreachable: %s", row.name, problem)
+                set_worker_state(row, WorkerState.UNREACHABLE, problem)
+                for instance in await instances_on_worker(session, row.id):
+                    if instance.state == ModelInstanceState.RUNNING.value:
+                        set_instance_state(
+                            instance,
+                            ModelInstanceState.UNREACHABLE,
+                            f"worker {row.name} is unreachable: {problem}",
+                        )
+            elif not problem and row.state == WorkerState.UNREACHABLE.value:
+                logger.info("worker %s is reachable again", row.name)
+                set_worker_state(row, WorkerState.READY)
+                for instance in await instances_on_worker(session, row.id):
+                    if instance.state == ModelInstanceState.UNREACHABLE.value:
+                        set_instance_state(instance, ModelInstanceState.RUNNING)
+        await session.commit()

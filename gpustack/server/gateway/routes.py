@@ -1,0 +1,177 @@
+"""OpenAI-compatible routes: /v1-openai/... (and /v1/... aliases) relayed to a running instance."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+
+import httpx
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from gpustack.server.auth import Principal, authenticate, context
+from gpustack.server.errors import ApiError
+from gpustack.server.gateway.routing import Endpoint, RoutingTable
+
+logger = logging.getLogger(__name__)
+
+# Response headers that describe the hop, not the content; the relay sets its own.
+_HOP_HEADERS = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "content-encoding",
+    "server",
+    "date",
+}
+
+
+class OpenAIError(Exception):
+    def __init__(self, status_code: int, message: str, error_type: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.error_type = error_type
+        self.code = code
+
+
+def openai_error_response(exc: OpenAIError) -> JSONResponse:
+    body = {"error": {"message": exc.message, "type": exc.error_type, "code": exc.code}}
+    return JSONResponse(body, status_code=exc.status_code)
+
+
+async def gateway_user(request: Request) -> Principal:
+    """Any user or API key; errors in OpenAI's shape, which is what OpenAI clients parse."""
+    try:
+        principal = await authenticate(request)
+    except ApiError as exc:
+        raise OpenAIError(exc.status_code, exc.message, "authentication_error", "invalid_api_key") from None
+    if principal.is_worker:
+        raise OpenAIError(403, "the cluster token is for workers; use an API key", "permission_error")
+    if principal.require_password_change:
+        raise OpenAIError(403, "change your initial password before using the API", "permission_error")
+    return principal
+
+
+def _routing(request: Request) -> RoutingTable:
+    table: RoutingTable = request.app.state.routing
+    return table
+
+
+async def list_models(request: Request, _user: Principal = Depends(gateway_user)) -> dict:
+    models = sorted(_routing(request).models.values(), key=lambda m: m["id"])
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": model["name"],
+                "object": "model",
+                "created": int(datetime.fromisoformat(model["created_at"]).timestamp()),
+                "owned_by": "gpustack",
+                "ready": model["ready_replicas"] > 0,
+            }
+            for model in models
+        ],
+    }
+
+
+def _model_of(body: bytes) -> str:
+    if not body:
+        raise OpenAIError(
+            400, "the request body must be a JSON object with a 'model' field", "invalid_request_error"
+        )
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise OpenAIError(400, "the request body is not valid JSON", "invalid_request_error") from None
+    if not isinstance(payload, dict):
+        raise OpenAIError(400, "the request body must be a JSON object", "invalid_request_error")
+    model = payload.get("model")
+    if not isinstance(model, str) or not model:
+        raise OpenAIError(
+            400, "'model' is required and must be a string", "invalid_request_error", "model_required"
+        )
+    return model
+
+
+async def _send(request: Request, endpoint: Endpoint, path: str, body: bytes) -> httpx.Response:
+    ctx = context(request)
+    headers = {
+        "Authorization": f"Bearer {ctx.cluster_token}",
+        "X-Target-Port": str(endpoint.engine_port),
+        "Content-Type": request.headers.get("content-type", "application/json"),
+    }
+    if "accept" in request.headers:
+        headers["Accept"] = request.headers["accept"]
+    upstream = ctx.http.build_request(
+        "POST", f"{endpoint.worker_address}/proxy/{path}", content=body, headers=headers, timeout=_TIMEOUT
+    )
+    return await ctx.http.send(upstream, stream=True)
+
+
+_TIMEOUT = httpx.Timeout(connect=5.0, read=None, write=60.0, pool=30.0)
+
+
+async def relay(request: Request, path: str) -> Response:
+    body = await request.body()
+    model = _model_of(body)
+    table = _routing(request)
+    if not table.has_model(model):
+        raise OpenAIError(404, f"model {model!r} does not exist", "invalid_request_error", "model_not_found")
+    endpoints = table.endpoints(model)
+    if not endpoints:
+        raise OpenAIError(
+            503,
+            f"model {model!r} has no running instance yet; check its instances' state",
+            "service_unavailable",
+        )
+    failures = []
+    for endpoint in endpoints:
+        try:
+            upstream = await _send(request, endpoint, path, body)
+        except httpx.TransportError as exc:
+            # Nothing reached the engine; the next instance can take the request.
+            failures.append(f"{endpoint.instance_name} on {endpoint.worker_name}: {type(exc).__name__}")
+            continue
+        return _stream_back(upstream)
+    logger.warning("model %s: no instance answered: %s", model, "; ".join(failures))
+    raise OpenAIError(
+        503, f"no instance of model {model!r} could be reached ({'; '.join(failures)})", "service_unavailable"
+    )
+
+
+def _stream_back(upstream: httpx.Response) -> StreamingResponse:
+    headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_HEADERS}
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_raw():
+                yield chunk
+        finally:
+            await upstream.aclose()
+
+    return StreamingResponse(chunks(), status_code=upstream.status_code, headers=headers)
+
+
+def _relay_to(engine_path: str) -> Callable[..., Awaitable[Response]]:
+    async def endpoint(request: Request, _user: Principal = Depends(gateway_user)) -> Response:
+        return await relay(request, engine_path)
+
+    return endpoint
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(tags=["openai"])
+    for prefix in ("/v1-openai", "/v1"):
+        for path in ("chat/completions", "completions", "embeddings"):
+            router.add_api_route(
+                f"{prefix}/{path}",
+                _relay_to(f"v1/{path}"),
+                methods=["POST"],
+                include_in_schema=prefix == "/v1-openai",
+            )
+    router.add_api_route("/v1-openai/models", list_models, methods=["GET"])
+    return router
