@@ -24,7 +24,9 @@ class EmbeddedServer(uvicorn.Server):
 def bind_socket(host: str, port: int, flag: str) -> socket.socket:
     """Bind before starting uvicorn, so a busy or privileged port gives one clear line naming the flag."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto must say TCP: asyncio sets TCP_NODELAY only on sockets that declare it, and without it every
+    # response waits ~40 ms for the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
