@@ -81,11 +81,12 @@ def main() -> None:
         admin = httpx.Client(base_url=server, timeout=30)
         admin.post("/auth/login", json={"username": "admin", "password": PASSWORD}).raise_for_status()
         admin.post("/v1/models", json={"name": "smollm2", "local_path": model_path()}).raise_for_status()
-        instance = wait(
-            lambda: next((i for i in admin.get("/v1/model-instances").json()["items"] if i["state"] == "running"), None),
-            180,
-            "the model to run",
-        )
+
+        def running() -> dict | None:
+            items = admin.get("/v1/model-instances").json()["items"]
+            return next((i for i in items if i["state"] == "running"), None)
+
+        instance = wait(running, 180, "the model to run")
         key = admin.post("/v1/api-keys", json={"name": "bench"}).json()["value"]
         token = Path(data_dir, "token").read_text().strip()
         paths = {

@@ -55,21 +55,30 @@ def _synthetic_model(folder: Path) -> Path:
 
 def _measure(path: Path, reader: str) -> dict[str, float]:
     root = Path(__file__).resolve().parent.parent
-    out = subprocess.run([sys.executable, "-c", _MEASURE, str(path), reader], check=True, capture_output=True,
-                         text=True, cwd=root)
+    out = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(path), reader],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
     return json.loads(out.stdout)
 
 
 def main(paths: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         files = [Path(p) for p in paths] or [_synthetic_model(Path(tmp))]
-        print(f"{'file':32} {'reader':9} {'seconds':>8} {'RSS after import':>17} {'peak RSS MiB':>13} "
-              f"{'tensors':>8} {'keys':>5}")
+        print(
+            f"{'file':32} {'reader':9} {'seconds':>8} {'RSS after import':>17} {'peak RSS MiB':>13} "
+            f"{'tensors':>8} {'keys':>5}"
+        )
         for path in files:
             for reader in ("gpustack", "gguf"):
                 m = _measure(path, reader)
-                print(f"{path.name[:32]:32} {reader:9} {m['seconds']:8.3f} {m['import_mib']:17.1f} "
-                      f"{m['peak_mib']:13.1f} {m['tensors']:8d} {m['kv']:5d}")
+                print(
+                    f"{path.name[:32]:32} {reader:9} {m['seconds']:8.3f} {m['import_mib']:17.1f} "
+                    f"{m['peak_mib']:13.1f} {m['tensors']:8d} {m['kv']:5d}"
+                )
 
 
 if __name__ == "__main__":
