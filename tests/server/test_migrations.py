@@ -1,0 +1,48 @@
+"""Migrations own the schema: they build it from nothing, are safe to re-run, and keep the data."""
+
+from __future__ import annotations
+
+from sqlalchemy import inspect, text
+
+from gpustack.server.db.engine import create_engine
+from gpustack.server.db.migrate import upgrade_to_head
+from gpustack.server.db.tables import Base
+
+
+async def test_migrations_create_every_table_the_code_uses(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        await upgrade_to_head(engine)
+        async with engine.connect() as connection:
+            tables = set(await connection.run_sync(lambda sync: inspect(sync).get_table_names()))
+            columns = {
+                table: {
+                    c["name"] for c in await connection.run_sync(lambda s, t=table: inspect(s).get_columns(t))
+                }
+                for table in Base.metadata.tables
+            }
+        assert set(Base.metadata.tables) <= tables
+        for name, table in Base.metadata.tables.items():
+            assert {c.name for c in table.columns} == columns[name], name
+    finally:
+        await engine.dispose()
+
+
+async def test_upgrading_again_keeps_the_data(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        await upgrade_to_head(engine)
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO users (username, full_name, hashed_password, is_admin, "
+                    "require_password_change, created_at, updated_at) "
+                    "VALUES ('keep', '', 'x', false, false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+        await upgrade_to_head(engine)
+        async with engine.connect() as connection:
+            names = (await connection.execute(text("SELECT username FROM users"))).scalars().all()
+        assert names == ["keep"]
+    finally:
+        await engine.dispose()

@@ -1,0 +1,206 @@
+"""Workers: registration, name clashes, heartbeats, liveness, and the watch on their assignments."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import httpx
+
+from tests.conftest import free_port
+from tests.server.conftest import RunningServer
+from tests.server.test_models_api import instances, wait_for
+
+GiB = 1024**3
+
+
+def registration(
+    name: str, port: int, identifier: str | None = None, interval: float = 30.0
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "uuid": identifier or uuid.uuid4().hex,
+        "hostname": name,
+        "ip": "127.0.0.1",
+        "port": port,
+        "heartbeat_interval": interval,
+        "labels": {"os": "linux"},
+        "status": {"memory": {"total": 64 * GiB}, "cpu": {"total": 8}},
+    }
+
+
+async def worker_state(admin: httpx.AsyncClient, worker_id: int) -> dict:
+    return (await admin.get(f"/v1/workers/{worker_id}")).json()
+
+
+async def test_registration_needs_the_cluster_token(server: RunningServer, admin: httpx.AsyncClient) -> None:
+    response = await admin.post("/v1/workers/register", json=registration("w", 1))
+    assert response.status_code == 403
+    async with server.client(headers={"Authorization": "Bearer not-the-token"}) as stranger:
+        assert (await stranger.post("/v1/workers/register", json=registration("w", 1))).status_code == 401
+
+
+async def test_a_name_clash_gets_a_distinct_name_and_a_rename_keeps_the_worker(server: RunningServer) -> None:
+    async with server.worker_client() as worker:
+        first = (await worker.post("/v1/workers/register", json=registration("node", 1, "a" * 32))).json()
+        second = (await worker.post("/v1/workers/register", json=registration("node", 2, "b" * 32))).json()
+        assert first["name"] == "node" and second["name"] == "node-bbbbbbbb" and first["id"] != second["id"]
+        renamed = (
+            await worker.post("/v1/workers/register", json=registration("New-Name", 1, "a" * 32))
+        ).json()
+        assert renamed["id"] == first["id"] and renamed["name"] == "New-Name"
+        again = (await worker.post("/v1/workers/register", json=registration("node", 2, "b" * 32))).json()
+        assert again["id"] == second["id"] and again["name"] == "node"
+
+
+async def test_bad_registration_is_refused_with_the_field(server: RunningServer) -> None:
+    async with server.worker_client() as worker:
+        body = registration("w", 70000)
+        response = await worker.post("/v1/workers/register", json=body)
+        assert response.status_code == 400 and "port" in response.json()["message"]
+
+
+async def test_silent_worker_becomes_not_ready_and_its_instances_are_placed_again(
+    server: RunningServer, admin: httpx.AsyncClient, smollm2: str
+) -> None:
+    async with server.worker_client() as worker:
+        registered = (
+            await worker.post("/v1/workers/register", json=registration("w1", 1, interval=0.5))
+        ).json()
+        await admin.post("/v1/models", json={"name": "smol", "local_path": smollm2})
+
+        async def scheduled() -> dict | None:
+            items = await instances(admin)
+            return items[0] if items and items[0]["state"] == "scheduled" else None
+
+        # Keep heartbeating until the instance lands on the worker, then fall silent.
+        for _ in range(100):
+            await worker.put(
+                f"/v1/workers/{registered['id']}/status", json={"status": registration("w1", 1)["status"]}
+            )
+            if await scheduled():
+                break
+            await asyncio.sleep(0.2)
+        placed = await scheduled()
+        assert placed and placed["worker_name"] == "w1" and placed["computed_resource_claim"]["ram"] > 0
+
+        async def not_ready() -> dict | None:
+            state = await worker_state(admin, registered["id"])
+            return state if state["state"] == "not_ready" else None
+
+        state = await wait_for(not_ready, timeout=15)
+        assert "no heartbeat" in state["state_message"]
+
+        async def back_to_pending() -> dict | None:
+            items = await instances(admin)
+            return (
+                items[0]
+                if items and items[0]["state"] == "pending" and items[0]["worker_id"] is None
+                else None
+            )
+
+        instance = await wait_for(back_to_pending)
+        assert (
+            "w1 became not_ready" in instance["state_message"] or "w1: not_ready" in instance["state_message"]
+        )
+
+        # A heartbeat brings it back.
+        await worker.put(
+            f"/v1/workers/{registered['id']}/status", json={"status": registration("w1", 1)["status"]}
+        )
+        assert (await worker_state(admin, registered["id"]))["state"] == "ready"
+
+
+async def test_worker_whose_healthz_does_not_answer_is_unreachable_until_it_does(
+    server: RunningServer, admin: httpx.AsyncClient
+) -> None:
+    port = free_port()
+    async with server.worker_client() as worker:
+        registered = (await worker.post("/v1/workers/register", json=registration("far", port))).json()
+
+        async def in_state(wanted: str) -> dict | None:
+            state = await worker_state(admin, registered["id"])
+            return state if state["state"] == wanted else None
+
+        state = await wait_for(lambda: in_state("unreachable"), timeout=15)
+        assert f"http://127.0.0.1:{port}/healthz" in state["state_message"]
+
+        async def healthz(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            await writer.drain()
+            writer.close()
+
+        listener = await asyncio.start_server(healthz, "127.0.0.1", port)
+        try:
+            await wait_for(lambda: in_state("ready"), timeout=15)
+        finally:
+            listener.close()
+
+
+async def test_deleting_a_worker_returns_its_instances_to_pending(
+    server: RunningServer, admin: httpx.AsyncClient, smollm2: str
+) -> None:
+    async with server.worker_client() as worker:
+        registered = (await worker.post("/v1/workers/register", json=registration("gone", 1))).json()
+        await admin.post("/v1/models", json={"name": "smol", "local_path": smollm2})
+        await wait_for(lambda: _state_is(admin, "scheduled"))
+        assert (await admin.delete(f"/v1/workers/{registered['id']}")).status_code == 204
+        await wait_for(lambda: _state_is(admin, "pending"))
+        heartbeat = await worker.put(f"/v1/workers/{registered['id']}/status", json={"status": {}})
+        assert heartbeat.status_code == 404  # the worker then registers again
+
+
+async def _state_is(admin: httpx.AsyncClient, state: str) -> bool:
+    items = await instances(admin)
+    return bool(items) and items[0]["state"] == state
+
+
+async def test_watch_streams_a_snapshot_then_changes_of_this_workers_instances(
+    server: RunningServer, admin: httpx.AsyncClient, smollm2: str
+) -> None:
+    async with server.worker_client() as worker:
+        registered = (await worker.post("/v1/workers/register", json=registration("watched", 1))).json()
+        async with worker.stream(
+            "GET", "/v1/model-instances", params={"worker_id": registered["id"], "watch": "true"}
+        ) as stream:
+            lines = stream.aiter_lines()
+            snapshot = json.loads(await anext(lines))
+            assert snapshot == {"type": "snapshot", "items": []}
+            model = (await admin.post("/v1/models", json={"name": "smol", "local_path": smollm2})).json()
+            created = json.loads(await asyncio.wait_for(anext(lines), 20))
+            assert created["type"] == "created" and created["data"]["state"] == "scheduled"
+            instance_id = created["data"]["id"]
+            update = await worker.put(
+                f"/v1/model-instances/{instance_id}/state",
+                json={"worker_id": registered["id"], "state": "starting", "port": 40000, "pid": 1234},
+            )
+            assert update.status_code == 200
+            updated = json.loads(await asyncio.wait_for(anext(lines), 20))
+            assert updated["type"] == "updated" and updated["data"]["state"] == "starting"
+            assert updated["data"]["port"] == 40000
+            await admin.delete(f"/v1/models/{model['id']}")
+            deleted = json.loads(await asyncio.wait_for(anext(lines), 20))
+            assert deleted["type"] == "deleted" and deleted["data"]["id"] == instance_id
+
+
+async def test_a_worker_cannot_report_on_an_instance_it_does_not_hold(
+    server: RunningServer, admin: httpx.AsyncClient, smollm2: str
+) -> None:
+    async with server.worker_client() as worker:
+        registered = (await worker.post("/v1/workers/register", json=registration("holder", 1))).json()
+        await admin.post("/v1/models", json={"name": "smol", "local_path": smollm2})
+        await wait_for(lambda: _state_is(admin, "scheduled"))
+        instance = (await instances(admin))[0]
+        wrong = await worker.put(
+            f"/v1/model-instances/{instance['id']}/state",
+            json={"worker_id": registered["id"] + 100, "state": "running"},
+        )
+        assert wrong.status_code == 409
+        scheduler_only = await worker.put(
+            f"/v1/model-instances/{instance['id']}/state",
+            json={"worker_id": registered["id"], "state": "pending"},
+        )
+        assert scheduler_only.status_code == 400
