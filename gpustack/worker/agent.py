@@ -47,6 +47,15 @@ def worker_identity(config: Config) -> tuple[str, str]:
     return _read_or_write(name_file, socket.gethostname()), identifier
 
 
+async def _sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait `seconds` or until `stop` is set; True when stopped."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except asyncio.TimeoutError:
+        return False
+    return True
+
+
 def builtin_labels(name: str) -> dict[str, str]:
     machine = platform.machine().lower()
     return {"os": platform.system().lower(), "arch": _ARCH_LABELS.get(machine, machine), "worker-name": name}
@@ -93,10 +102,7 @@ class Worker:
                 logger.warning(
                     "cannot register with %s yet: %s; retrying in %.0fs", self.server_url, exc, delay
                 )
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                except asyncio.TimeoutError:
-                    pass
+                await _sleep_unless_stopped(stop, delay)
                 delay = min(delay * 2, 10.0)
                 continue
             if worker.name != self.name:
@@ -113,12 +119,7 @@ class Worker:
         return None
 
     async def _heartbeats(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), self.config.heartbeat_interval)
-                return
-            except asyncio.TimeoutError:
-                pass
+        while not await _sleep_unless_stopped(stop, self.config.heartbeat_interval):
             try:
                 await self.client.report_status(self._current_id(), await self._status())
             except ServerError as exc:
@@ -154,10 +155,7 @@ class Worker:
                 logger.warning(
                     "watch on %s interrupted: %s; reconnecting in %.0fs", self.server_url, exc, delay
                 )
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
+            await _sleep_unless_stopped(stop, delay)
             delay = min(delay * 2, 10.0)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -14,9 +14,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from gpustack import __version__
 from gpustack.server.security import tokens_equal
 from gpustack.utils.log_level_route import is_loopback, log_level_router
+from gpustack.utils.relay import stream_back
 from gpustack.worker.serve import ServeManager, serve_log_path, tail_lines
 
-_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "authorization"}
+# Request headers not passed to the engine: the hop's own, and our credentials.
+_NOT_FORWARDED = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "authorization"}
 _FOLLOW_POLL_SECONDS = 0.2
 
 
@@ -88,7 +90,7 @@ def create_worker_app(token: str, serve: ServeManager, log_dir: str) -> FastAPI:
             # Only engines this worker runs can be reached: the proxy is not a way onto other local ports.
             raise WorkerApiError(404, f"no engine of this worker listens on port {port}")
         headers = {
-            k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS | {"x-target-port"}
+            k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED | {"x-target-port"}
         }
         upstream_request = http.build_request(
             request.method,
@@ -101,16 +103,7 @@ def create_worker_app(token: str, serve: ServeManager, log_dir: str) -> FastAPI:
             upstream = await http.send(upstream_request, stream=True)
         except httpx.TransportError as exc:
             raise WorkerApiError(502, f"the engine on port {port} did not answer: {exc}") from None
-        response_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_HEADERS}
-
-        async def relay() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in upstream.aiter_raw():
-                    yield chunk
-            finally:
-                await upstream.aclose()
-
-        return StreamingResponse(relay(), status_code=upstream.status_code, headers=response_headers)
+        return stream_back(upstream)
 
     return app
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -18,6 +17,7 @@ from gpustack.server.auth import context, require_admin, require_admin_or_worker
 from gpustack.server.db.tables import ModelInstanceRow, WorkerRow
 from gpustack.server.errors import BadRequest, Conflict, ServiceUnavailable
 from gpustack.server.services import set_instance_state
+from gpustack.utils.relay import stream_back
 
 logger = logging.getLogger(__name__)
 
@@ -133,12 +133,4 @@ async def instance_logs(
         body = (await upstream.aread()).decode(errors="replace")
         await upstream.aclose()
         raise ServiceUnavailable(f"worker {worker.name} answered {upstream.status_code}: {body[:500]}")
-
-    async def relay() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in upstream.aiter_raw():
-                yield chunk
-        finally:
-            await upstream.aclose()
-
-    return StreamingResponse(relay(), media_type="text/plain; charset=utf-8")
+    return stream_back(upstream, media_type="text/plain; charset=utf-8")

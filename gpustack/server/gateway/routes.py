@@ -4,29 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import httpx
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from gpustack.server.auth import Principal, authenticate, context
 from gpustack.server.errors import ApiError
 from gpustack.server.gateway.routing import Endpoint, RoutingTable
+from gpustack.utils.relay import stream_back
 
 logger = logging.getLogger(__name__)
-
-# Response headers that describe the hop, not the content; the relay sets its own.
-_HOP_HEADERS = {
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "content-length",
-    "content-encoding",
-    "server",
-    "date",
-}
 
 
 class OpenAIError(Exception):
@@ -136,24 +126,11 @@ async def relay(request: Request, path: str) -> Response:
             # Nothing reached the engine; the next instance can take the request.
             failures.append(f"{endpoint.instance_name} on {endpoint.worker_name}: {type(exc).__name__}")
             continue
-        return _stream_back(upstream)
+        return stream_back(upstream)
     logger.warning("model %s: no instance answered: %s", model, "; ".join(failures))
     raise OpenAIError(
         503, f"no instance of model {model!r} could be reached ({'; '.join(failures)})", "service_unavailable"
     )
-
-
-def _stream_back(upstream: httpx.Response) -> StreamingResponse:
-    headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_HEADERS}
-
-    async def chunks() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in upstream.aiter_raw():
-                yield chunk
-        finally:
-            await upstream.aclose()
-
-    return StreamingResponse(chunks(), status_code=upstream.status_code, headers=headers)
 
 
 def _relay_to(engine_path: str) -> Callable[..., Awaitable[Response]]:
