@@ -172,13 +172,24 @@ def model_shape(header: GGUFHeader, shards: list[GGUFHeader] | None = None) -> M
     head_value = header.arch_value("attention.head_count", 0)
     n_head = _per_layer(head_value, n_layer, 0, f"{arch}.attention.head_count", header.path)
     kv_value = header.arch_value("attention.head_count_kv")
-    n_head_kv = _per_layer(kv_value if kv_value is not None else head_value, n_layer, 0,
-                           f"{arch}.attention.head_count_kv", header.path)
+    n_head_kv = _per_layer(
+        kv_value if kv_value is not None else head_value,
+        n_layer,
+        0,
+        f"{arch}.attention.head_count_kv",
+        header.path,
+    )
     first_head = max(n_head, default=0) or 1
-    key_length = int(header.arch_value("attention.key_length_mla")
-                     or header.arch_value("attention.key_length") or n_embd // first_head)
-    value_length = int(header.arch_value("attention.value_length_mla")
-                       or header.arch_value("attention.value_length") or n_embd // first_head)
+    key_length = int(
+        header.arch_value("attention.key_length_mla")
+        or header.arch_value("attention.key_length")
+        or n_embd // first_head
+    )
+    value_length = int(
+        header.arch_value("attention.value_length_mla")
+        or header.arch_value("attention.value_length")
+        or n_embd // first_head
+    )
     if header.arch_value("attention.key_length_mla"):  # MLA caches one compressed "head" per token
         n_head_kv = [1 if h else 0 for h in n_head_kv]
 

@@ -124,8 +124,10 @@ def _context(shape: ModelShape, options: LlamaBoxOptions) -> _Context:
 def _cell_bytes(shape: ModelShape, options: LlamaBoxOptions, il: int) -> float:
     """KV cache bytes of one token in layer `il`."""
     n_kv = shape.n_head_kv[il]
-    return n_kv * (shape.key_length * options.kv_bytes_per_element("k")
-                   + shape.value_length * options.kv_bytes_per_element("v"))
+    return n_kv * (
+        shape.key_length * options.kv_bytes_per_element("k")
+        + shape.value_length * options.kv_bytes_per_element("v")
+    )
 
 
 def _layer_kv_bytes(shape: ModelShape, options: LlamaBoxOptions, ctx: _Context) -> list[int]:
