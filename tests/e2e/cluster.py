@@ -114,16 +114,18 @@ class Cluster:
         self.processes.append(process)
         return process
 
-    def add_worker(self, name: str) -> GpustackProcess:
+    def add_worker(self, name: str, config_yaml: str = "") -> GpustackProcess:
         token = (self.root / "server" / "token").read_text().strip()
         low, high = free_port_range(8)
-        return self._process(
-            name,
-            [
-                "--server-url", self.url, "--token", token, "--worker-name", name, "--worker-ip", "127.0.0.1",
-                "--worker-port", str(free_port()), "--service-port-range", f"{low}-{high}",
-            ],
-        )  # fmt: skip
+        args = [
+            "--server-url", self.url, "--token", token, "--worker-name", name, "--worker-ip", "127.0.0.1",
+            "--worker-port", str(free_port()), "--service-port-range", f"{low}-{high}",
+        ]  # fmt: skip
+        if config_yaml:
+            config_file = self.root / f"{name}.yaml"
+            config_file.write_text(config_yaml)
+            args += ["--config-file", str(config_file)]
+        return self._process(name, args)
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
         def healthy() -> bool:

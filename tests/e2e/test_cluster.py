@@ -102,7 +102,13 @@ def api_key(api: Api) -> str:
 
 @pytest.fixture(scope="module")
 def second_worker(cluster: Cluster, api: Api) -> GpustackProcess:
-    worker = cluster.add_worker("second")
+    # A virtual GPU: placement on it is real, the engine itself still computes on the CPU.
+    worker = cluster.add_worker(
+        "second",
+        "resources:\n"
+        "  gpu_devices:\n"
+        "    - {name: NVIDIA GeForce RTX 4090, vendor: NVIDIA, type: cuda, memory: 24GiB}\n",
+    )
     worker.start()
     wait_until(
         lambda: (w := api.worker("second")) and w["state"] == "ready", 60, "the second worker to be ready"
@@ -207,6 +213,8 @@ def test_second_worker_joins_and_becomes_ready(second_worker: GpustackProcess, a
     assert worker is not None and worker["state"] == "ready"
     assert worker["status"]["memory"]["total"] > 0 and worker["status"]["cpu"]["total"] > 0
     assert worker["labels"]["worker-name"] == "second"
+    gpus = worker["status"]["gpu_devices"]
+    assert [(g["id"], g["memory"]["total"]) for g in gpus] == [("second:cuda:0", 24 * 1024**3)]
 
 
 def test_killed_engine_turns_the_instance_to_error_and_it_comes_back(cluster: Cluster, api: Api) -> None:
@@ -236,6 +244,11 @@ def test_stopped_worker_goes_not_ready_and_its_instance_is_placed_again(
     running = wait_until(lambda: api.running(2), 180, "two running instances")
     assert {i["worker_name"] for i in running} == {"main", "second"}  # spread
     moved = next(i for i in running if i["worker_name"] == "second")
+    # On the GPU: the claim is VRAM, the engine offloads every layer and sees only that GPU.
+    assert moved["gpu_indexes"] == [0] and moved["computed_resource_claim"]["vram"]["0"] > 0
+    engine = psutil.Process(moved["pid"])
+    assert engine.environ()["CUDA_VISIBLE_DEVICES"] == "0"
+    assert engine.cmdline()[engine.cmdline().index("--n-gpu-layers") + 1] == "999"
     second_worker.stop()
     wait_until(lambda: api.worker("second")["state"] == "not_ready", 30, "the stopped worker to be not_ready")
     assert (
