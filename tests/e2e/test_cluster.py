@@ -26,6 +26,13 @@ PASSWORD = "E2e-Admin-Pass"
 MODEL = "smollm2"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _engine_available() -> bool:
     import importlib.util
     import shutil
@@ -251,19 +258,17 @@ def test_stopped_worker_goes_not_ready_and_its_instance_is_placed_again(
     assert engine.cmdline()[engine.cmdline().index("--n-gpu-layers") + 1] == "999"
     second_worker.stop()
     wait_until(lambda: api.worker("second")["state"] == "not_ready", 30, "the stopped worker to be not_ready")
-    assert (
-        not psutil.pid_exists(moved["pid"]) or psutil.Process(moved["pid"]).status() == psutil.STATUS_ZOMBIE
-    )
+    assert not _alive(moved["pid"])
     again = wait_until(lambda: api.running(2), 180, "both instances running again")
     assert {i["worker_name"] for i in again} == {"main"}
     assert api.http.put(f"/v1/models/{model['id']}", json={"replicas": 1}).status_code == 200
     wait_until(lambda: api.running(1), 60, "one replica again")
 
 
-def test_server_restart_keeps_models_instances_users_and_keys(
+def test_server_crash_and_restart_keep_models_instances_users_and_keys(
     cluster: Cluster, api: Api, api_key: str
 ) -> None:
-    wait_until(api.running, 180, "the model instance to be running")
+    engine_pid = wait_until(api.running, 180, "the model instance to be running")[0]["pid"]
     created = api.http.post("/v1/users", json={"username": "carol", "password": "carol-pass"})
     assert created.status_code == 201
     before = {
@@ -272,7 +277,8 @@ def test_server_restart_keeps_models_instances_users_and_keys(
         "users": [u["username"] for u in api.get("/v1/users")["items"]],
         "keys": [k["name"] for k in api.get("/v1/api-keys")["items"]],
     }
-    cluster.server.stop()
+    cluster.server.kill()  # SIGKILL: no chance to clean up, as in a crash
+    wait_until(lambda: not _alive(engine_pid), 10, "the orphaned engine to exit with its parent")
     cluster.server.start()
     cluster.wait_healthy()
     after_api = Api(cluster.url)  # the admin password still works
