@@ -6,6 +6,7 @@ import ipaddress
 import json
 import os
 import platform
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,8 +59,8 @@ def _parse_positive_float(value: Any) -> float:
         number = float(value)
     except (TypeError, ValueError):
         raise ValueError("accepts a positive number of seconds") from None
-    if not 0 < number <= 3600:
-        raise ValueError("accepts a positive number of seconds, at most 3600")
+    if not 0 < number <= 600:
+        raise ValueError("accepts a positive number of seconds, at most 600")
     return number
 
 
@@ -142,8 +143,8 @@ def _parse_system_reserved(value: Any) -> SystemReserved:
 
 def _parse_name(value: Any) -> str:
     text = _parse_str(value).strip()
-    if len(text) > 255 or any(c in text for c in "\x00\n\r\t/"):
-        raise ValueError("accepts a name of at most 255 characters without '/' or control characters")
+    if len(text) > 200 or any(c in text for c in "\x00\n\r\t/"):
+        raise ValueError("accepts a name of at most 200 characters without '/' or control characters")
     return text
 
 
@@ -336,6 +337,15 @@ class Config:
         return not self.is_server or not self.disable_worker
 
 
+def _shown(name: str, raw: Any) -> str:
+    """How a rejected value is echoed back: secrets are not."""
+    if name in ("token", "bootstrap_password"):
+        return "a value (hidden)"
+    if name == "database_url":
+        return repr(re.sub(r"://[^@/]*@", "://***@", str(raw)))
+    return repr(raw)
+
+
 def _read_config_file(path: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as handle:
@@ -392,7 +402,7 @@ def load_config(cli_values: Mapping[str, Any], environ: Mapping[str, str]) -> Co
                     "config file": f"{flag.option} (config key {flag.name} in {config_file})",
                     "environment": f"{flag.option} (environment GPUSTACK_{flag.name.upper()})",
                 }[source]
-                raise ConfigError(f"{origin}: {exc}; got {raw!r}") from None
+                raise ConfigError(f"{origin}: {exc}; got {_shown(flag.name, raw)}") from None
             break
         else:
             if flag.default is not None:

@@ -133,3 +133,9 @@ def test_a_worker_cannot_disable_the_worker() -> None:
 def test_switches_from_environment() -> None:
     config = load_config(cli(), {"GPUSTACK_DISABLE_WORKER": "true", "GPUSTACK_DEBUG": "1"})
     assert config.disable_worker and config.debug
+
+
+def test_a_rejected_database_url_does_not_echo_its_password() -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(cli("--database-url", "postgress://user:s3cret@db:5432/gpustack"), {})
+    assert "s3cret" not in str(error.value) and "postgress://***@db:5432/gpustack" in str(error.value)

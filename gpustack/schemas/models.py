@@ -49,7 +49,8 @@ ACTIVE_STATES = frozenset(
     }
 )
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,254}$")
+# At most 200 characters, so that instance names (<model>-<8 hex>) fit the 255-character columns.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -134,7 +135,7 @@ class ModelCreate(ModelSpec):
     def _check_name(cls, value: str) -> str:
         if not _NAME_RE.match(value):
             raise ValueError(
-                "name must be 1-255 characters of letters, digits and . _ : / @ + -, "
+                "name must be 1-200 characters of letters, digits and . _ : / @ + -, "
                 "starting with a letter or digit"
             )
         return value

@@ -110,14 +110,14 @@ class SystemReserved(BaseModel):
 class WorkerRegistration(BaseModel):
     """What a worker sends when it joins (and again whenever it restarts)."""
 
-    name: str = Field(min_length=1, max_length=255)
+    name: str = Field(min_length=1, max_length=200)
     uuid: str = Field(min_length=1, max_length=64)
     hostname: str = ""
     ip: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
     labels: dict[str, str] = Field(default_factory=dict)
     system_reserved: SystemReserved = Field(default_factory=SystemReserved)
-    heartbeat_interval: float = Field(default=5.0, gt=0, le=300)
+    heartbeat_interval: float = Field(default=5.0, gt=0, le=600)
     status: WorkerStatus = Field(default_factory=WorkerStatus)
 
 

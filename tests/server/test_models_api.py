@@ -35,7 +35,7 @@ async def test_bad_model_input_gets_a_400_that_says_what_to_fix(admin: httpx.Asy
         ({"name": "m", "local_path": "/m.gguf", "replicas": -1}, "replicas: Input should be greater than"),
         ({"name": "m", "local_path": "/m.gguf", "backend": "tgi"}, "backend: Input should be 'llama-box'"),
         ({"name": "m", "local_path": "/m.gguf", "env": {"A B": "1"}}, "environment variable name 'A B'"),
-        ({"name": "bad name", "local_path": "/m.gguf"}, "name must be 1-255 characters"),
+        ({"name": "bad name", "local_path": "/m.gguf"}, "name must be 1-200 characters"),
         ({"name": "m", "local_path": "/m.gguf", "colour": "red"}, "colour: Extra inputs are not permitted"),
     ]
     for body, expected in cases:
@@ -141,3 +141,12 @@ async def test_instance_logs_need_a_placed_instance(admin: httpx.AsyncClient, se
     response = await admin.get(f"/v1/model-instances/{items[0]['id']}/logs", params={"tail": 10})
     assert response.status_code == 400 and "not placed on a worker" in response.json()["message"]
     assert (await admin.get("/v1/model-instances/999/logs")).status_code == 404
+
+
+async def test_the_longest_model_name_still_gets_its_instances(admin: httpx.AsyncClient) -> None:
+    too_long = await admin.post("/v1/models", json={"name": "m" * 201, "local_path": "/x/m.gguf"})
+    assert too_long.status_code == 400 and "1-200 characters" in too_long.json()["message"]
+    longest = (await admin.post("/v1/models", json={"name": "m" * 200, "local_path": "/x/m.gguf"})).json()
+    await wait_for(lambda: _count(admin, longest["id"], 1))
+    other = (await admin.post("/v1/models", json={"name": "other", "local_path": "/x/m.gguf"})).json()
+    await wait_for(lambda: _count(admin, other["id"], 1))

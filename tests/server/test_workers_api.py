@@ -204,3 +204,19 @@ async def test_a_worker_cannot_report_on_an_instance_it_does_not_hold(
             json={"worker_id": registered["id"], "state": "pending"},
         )
         assert scheduler_only.status_code == 400
+
+
+async def test_admin_labels_win_over_the_workers_own_and_survive_its_registration(
+    server: RunningServer, admin: httpx.AsyncClient
+) -> None:
+    async with server.worker_client() as worker:
+        body = registration("labelled", 1, "c" * 32)
+        registered = (await worker.post("/v1/workers/register", json=body)).json()
+        patched = await admin.patch(
+            f"/v1/workers/{registered['id']}", json={"labels": {"rack": "a1", "os": "x"}}
+        )
+        assert patched.json()["labels"] == {"os": "x", "rack": "a1"}
+        again = (await worker.post("/v1/workers/register", json=body)).json()
+        assert again["labels"] == {"os": "x", "rack": "a1"}
+        cleared = await admin.patch(f"/v1/workers/{registered['id']}", json={"labels": {}})
+        assert cleared.json()["labels"] == {"os": "linux"}

@@ -60,7 +60,8 @@ async def update_worker(request: Request, worker_id: int, body: WorkerUpdate) ->
     async with ctx.session() as session:
         worker = await get_or_404(session, WorkerRow, worker_id, "worker")
         if body.labels is not None:
-            worker.labels = body.labels
+            worker.user_labels = body.labels
+            worker.labels = {**(worker.reported_labels or {}), **body.labels}
         await session.commit()
     ctx.schedule_wanted.set()
     return worker
@@ -80,11 +81,11 @@ async def delete_worker(request: Request, worker_id: int) -> None:
 
 async def _unique_name(session: AsyncSession, wanted: str, uuid: str) -> str:
     """`wanted`, or a variant with the worker's uuid when another machine already uses that name."""
-    candidate = f"{wanted}-{uuid[:8]}"
+    candidate = f"{wanted[:200]}-{uuid[:8]}"
     existing = (await session.execute(select(WorkerRow).where(WorkerRow.name == candidate))).scalar()
     if existing is None or existing.uuid == uuid:
         return candidate
-    return f"{wanted}-{uuid}"
+    return f"{wanted[:190]}-{uuid}"
 
 
 @router.post("/register", response_model=WorkerPublic, dependencies=[Depends(require_worker)])
@@ -112,7 +113,9 @@ async def register_worker(request: Request, body: WorkerRegistration) -> WorkerR
         worker.hostname = body.hostname
         worker.ip = body.ip
         worker.port = body.port
-        worker.labels = body.labels
+        # The administrator's labels (PATCH) survive the worker's restarts and win over its own.
+        worker.reported_labels = body.labels
+        worker.labels = {**body.labels, **(worker.user_labels or {})}
         worker.status = body.status.model_dump(mode="json")
         worker.system_reserved = body.system_reserved.model_dump()
         worker.heartbeat_interval = body.heartbeat_interval

@@ -34,7 +34,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Base(DeclarativeBase):
-    pass
+    """Every table sets sqlite_autoincrement: ids are never reused, so a new row cannot inherit an old
+    one's logs, late reports or references (PostgreSQL and MySQL never reuse them anyway)."""
 
 
 class Timestamped:
@@ -46,6 +47,7 @@ class Timestamped:
 
 class UserRow(Timestamped, Base):
     __tablename__ = "users"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
@@ -57,6 +59,7 @@ class UserRow(Timestamped, Base):
 
 class ApiKeyRow(Timestamped, Base):
     __tablename__ = "api_keys"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), nullable=False)
@@ -71,6 +74,7 @@ class ApiKeyRow(Timestamped, Base):
 
 class WorkerRow(Timestamped, Base):
     __tablename__ = "workers"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
@@ -78,7 +82,10 @@ class WorkerRow(Timestamped, Base):
     hostname: Mapped[str] = mapped_column(String(255), default="", nullable=False)
     ip: Mapped[str] = mapped_column(String(64), nullable=False)
     port: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Effective labels (what selectors match): the worker's own, overridden by the administrator's.
     labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, nullable=False)
+    reported_labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, nullable=False)
+    user_labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, nullable=False)
     state: Mapped[str] = mapped_column(String(32), nullable=False)
     state_message: Mapped[str] = mapped_column(Text, default="", nullable=False)
     status: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
@@ -89,6 +96,7 @@ class WorkerRow(Timestamped, Base):
 
 class ModelRow(Timestamped, Base):
     __tablename__ = "models"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
@@ -111,6 +119,7 @@ class ModelRow(Timestamped, Base):
 
 class ModelInstanceRow(Timestamped, Base):
     __tablename__ = "model_instances"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
@@ -133,3 +142,7 @@ class ModelInstanceRow(Timestamped, Base):
     computed_resource_claim: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     gpu_indexes: Mapped[list[int]] = mapped_column(JSON, default=list, nullable=False)
     resolved_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Optimistic locking: a write based on a stale read fails instead of silently undoing a newer one.
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+    __mapper_args__ = {"version_id_col": version}

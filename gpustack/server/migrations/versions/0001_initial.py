@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 18:21:48.075172
+Create Date: 2026-11-25 19:16:26.379071
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "users",
@@ -53,6 +54,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("username"),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "workers",
@@ -63,6 +65,8 @@ def upgrade() -> None:
         sa.Column("ip", sa.String(length=64), nullable=False),
         sa.Column("port", sa.Integer(), nullable=False),
         sa.Column("labels", sa.JSON(), nullable=False),
+        sa.Column("reported_labels", sa.JSON(), nullable=False),
+        sa.Column("user_labels", sa.JSON(), nullable=False),
         sa.Column("state", sa.String(length=32), nullable=False),
         sa.Column("state_message", sa.Text(), nullable=False),
         sa.Column("status", sa.JSON(), nullable=False),
@@ -73,6 +77,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "api_keys",
@@ -88,6 +93,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("access_key"),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_api_keys_user_id"), ["user_id"], unique=False)
@@ -111,12 +117,14 @@ def upgrade() -> None:
         sa.Column("computed_resource_claim", sa.JSON(), nullable=True),
         sa.Column("gpu_indexes", sa.JSON(), nullable=False),
         sa.Column("resolved_path", sa.Text(), nullable=True),
+        sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["worker_id"], ["workers.id"], ondelete="SET NULL"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("model_instances", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_model_instances_model_id"), ["model_id"], unique=False)
