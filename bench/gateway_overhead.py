@@ -93,7 +93,11 @@ def main() -> None:
             "engine (baseline)": (f"http://127.0.0.1:{instance['port']}/v1/completions", {}),
             "worker proxy": (
                 f"http://127.0.0.1:{worker_port}/proxy/v1/completions",
-                {"Authorization": f"Bearer {token}", "X-Target-Port": str(instance["port"])},
+                {
+                    "Authorization": f"Bearer {token}",
+                    "X-Target-Port": str(instance["port"]),
+                    "X-Target-Instance": str(instance["id"]),
+                },
             ),
             "gateway": (f"{server}/v1-openai/completions", {"Authorization": f"Bearer {key}"}),
         }

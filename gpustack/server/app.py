@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gpustack import __version__
@@ -39,6 +40,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.add_exception_handler(errors.ApiError, errors.handle_api_error)
     app.add_exception_handler(RequestValidationError, errors.handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, errors.handle_http_exception)
+    app.add_exception_handler(StaleDataError, errors.handle_stale_data)
     app.add_exception_handler(gateway.OpenAIError, _handle_openai_error)
     for module in (system, auth, users, api_keys, workers, models, instances):
         app.include_router(module.router)

@@ -80,6 +80,10 @@ async def handle_validation_error(_request: Request, exc: Exception) -> JSONResp
     return error_response(400, "BadRequest", describe_validation_error(exc))
 
 
+async def handle_stale_data(_request: Request, _exc: Exception) -> JSONResponse:
+    return error_response(409, "Conflict", "the resource changed while this request ran; try again")
+
+
 async def handle_http_exception(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     reasons = {404: "NotFound", 405: "MethodNotAllowed", 401: "Unauthorized", 403: "Forbidden"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -17,17 +18,36 @@ SESSION_COOKIE = "gpustack_session"
 SESSION_TTL_SECONDS = 7 * 86400
 
 _hasher = PasswordHasher()
+# Argon2 takes ~0.1 s of CPU by design: it runs in threads, a few at a time, so that a burst of logins
+# (or guesses) cannot stall heartbeats, watch streams and the gateway on the event loop.
+_hashing = asyncio.Semaphore(2)
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
-
-
-def verify_password(hashed: str, password: str) -> bool:
+def _verify(hashed: str, password: str) -> bool:
     try:
         return _hasher.verify(hashed, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+async def hash_password(password: str) -> str:
+    async with _hashing:
+        return await asyncio.to_thread(_hasher.hash, password)
+
+
+_dummy: list[str] = []
+
+
+async def dummy_hash() -> str:
+    """A real hash of a random password, for checks against users that do not exist."""
+    if not _dummy:
+        _dummy.append(await hash_password(secrets.token_hex(16)))
+    return _dummy[0]
+
+
+async def verify_password(hashed: str, password: str) -> bool:
+    async with _hashing:
+        return await asyncio.to_thread(_verify, hashed, password)
 
 
 def generate_password(length: int = 16) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm.exc import StaleDataError
 
 from gpustack.config import Config
 from gpustack.server import security
@@ -66,7 +67,7 @@ async def ensure_admin(engine: AsyncEngine, config: Config) -> None:
             UserRow(
                 username=ADMIN_USERNAME,
                 full_name="Default administrator",
-                hashed_password=security.hash_password(password),
+                hashed_password=await security.hash_password(password),
                 is_admin=True,
                 # A password nobody chose must be replaced; one the operator chose need not be.
                 require_password_change=config.bootstrap_password is None,
@@ -170,6 +171,8 @@ async def _wake_on_changes(ctx: ServerContext) -> None:
                         deleted = deleted or more.type is EventType.DELETED
                     try:
                         await model_controller.sync_replicas(ctx)
+                    except StaleDataError:
+                        pass  # a concurrent change; the next event or the timer reconciles again
                     except Exception:
                         logger.exception("replicas: reconcile after a change failed; the timer will retry")
                     if deleted:

@@ -7,10 +7,13 @@ from collections.abc import AsyncIterator
 import httpx
 from fastapi.responses import StreamingResponse
 
-# Headers that describe one hop, not the content; each hop sets its own.
-HOP_HEADERS = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "server", "date"}
-)
+# Headers that describe one hop, not the content; each hop sets its own. (content-encoding stays: the
+# body is relayed raw, so a compressed body must keep saying so.)
+HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"})
+
+
+# Set by a worker on errors of its own (not its engine's), so that the gateway can try another instance.
+WORKER_ERROR_HEADER = "X-GPUStack-Worker-Error"
 
 
 def stream_back(upstream: httpx.Response, media_type: str | None = None) -> StreamingResponse:

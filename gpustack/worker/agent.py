@@ -22,6 +22,7 @@ from gpustack.worker.serve import ServeManager
 
 logger = logging.getLogger(__name__)
 
+RESYNC_SECONDS = 5.0
 _ARCH_LABELS = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
 
@@ -130,6 +131,9 @@ class Worker:
                     logger.warning("heartbeat rejected: %s", exc)
             except httpx.HTTPError as exc:
                 logger.warning("heartbeat to %s failed: %s", self.server_url, exc)
+            except Exception:
+                # A heartbeat loop that died would take every instance of this worker with it.
+                logger.exception("heartbeat failed unexpectedly; trying again at the next interval")
 
     async def _watch(self, stop: asyncio.Event) -> None:
         delay = 1.0
@@ -138,6 +142,8 @@ class Worker:
             view: dict[int, dict] = {}
             try:
                 async for event in self.client.watch_instances(watched_id):
+                    if self._current_id() != watched_id:
+                        break  # registered again under a new id: watch that one
                     kind = event["type"]
                     if kind == "snapshot":
                         view = {item["id"]: item for item in event["items"]}
@@ -149,14 +155,22 @@ class Worker:
                         continue
                     delay = 1.0
                     self.serve.reconcile(view)
-                    if self._current_id() != watched_id:
-                        break
             except (httpx.HTTPError, ServerError, ValueError) as exc:
                 logger.warning(
                     "watch on %s interrupted: %s; reconnecting in %.0fs", self.server_url, exc, delay
                 )
+            except Exception:
+                logger.exception("watch failed unexpectedly; reconnecting in %.0fs", delay)
             await _sleep_unless_stopped(stop, delay)
             delay = min(delay * 2, 10.0)
+
+    async def _resync(self, stop: asyncio.Event) -> None:
+        """Between watch events, keep checking engines against the server's view (lost reports, exits)."""
+        while not await _sleep_unless_stopped(stop, RESYNC_SECONDS):
+            try:
+                self.serve.resync()
+            except Exception:
+                logger.exception("resync of engines failed; trying again")
 
     async def run(self, stop: asyncio.Event) -> None:
         sock = bind_socket("0.0.0.0", self.config.worker_port, "--worker-port")
@@ -169,6 +183,7 @@ class Worker:
                 tasks = [
                     asyncio.create_task(self._heartbeats(stop), name="heartbeats"),
                     asyncio.create_task(self._watch(stop), name="watch"),
+                    asyncio.create_task(self._resync(stop), name="resync"),
                 ]
                 await stop.wait()
         finally:

@@ -14,11 +14,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from gpustack import __version__
 from gpustack.server.security import tokens_equal
 from gpustack.utils.log_level_route import is_loopback, log_level_router
-from gpustack.utils.relay import stream_back
+from gpustack.utils.relay import WORKER_ERROR_HEADER, stream_back
 from gpustack.worker.serve import ServeManager, serve_log_path, tail_lines
 
 # Request headers not passed to the engine: the hop's own, and our credentials.
-_NOT_FORWARDED = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "authorization"}
+_NOT_FORWARDED = {
+    "connection", "keep-alive", "transfer-encoding", "content-length", "host", "authorization",
+    "x-target-port", "x-target-instance",
+}  # fmt: skip
 _FOLLOW_POLL_SECONDS = 0.2
 
 
@@ -49,8 +52,11 @@ def create_worker_app(token: str, serve: ServeManager, log_dir: str) -> FastAPI:
         reason = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 400: "BadRequest"}.get(
             exc.status_code, "Error"
         )
+        # The header tells the gateway that the worker, not the engine, refused: it may try another instance.
         return JSONResponse(
-            {"code": exc.status_code, "reason": reason, "message": exc.message}, exc.status_code
+            {"code": exc.status_code, "reason": reason, "message": exc.message},
+            exc.status_code,
+            headers={WORKER_ERROR_HEADER: "1"},
         )
 
     async def require_token(request: Request) -> None:
@@ -84,14 +90,19 @@ def create_worker_app(token: str, serve: ServeManager, log_dir: str) -> FastAPI:
     async def proxy(request: Request, path: str) -> Response:
         try:
             port = int(request.headers.get("x-target-port", ""))
+            instance_id = int(request.headers.get("x-target-instance", ""))
         except ValueError:
-            raise WorkerApiError(400, "X-Target-Port header with the engine's port is required") from None
-        if not serve.running_port(port):
-            # Only engines this worker runs can be reached: the proxy is not a way onto other local ports.
-            raise WorkerApiError(404, f"no engine of this worker listens on port {port}")
-        headers = {
-            k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED | {"x-target-port"}
-        }
+            raise WorkerApiError(
+                400,
+                "the X-Target-Port and X-Target-Instance headers (engine port, instance id) are required",
+            ) from None
+        if not serve.serves(instance_id, port):
+            # Only this worker's own engines can be reached, and only the one the gateway meant: a stale
+            # route must not land on another model that now uses the port.
+            raise WorkerApiError(
+                404, f"this worker runs no engine of model instance {instance_id} on port {port}"
+            )
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
         upstream_request = http.build_request(
             request.method,
             f"http://127.0.0.1:{port}/{path}",

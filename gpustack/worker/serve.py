@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 STARTUP_DEADLINE_SECONDS = 600.0
 LOG_LINES_IN_ERROR = 15
+# How soon a state the server has not taken in (a report lost while it was away) is sent again.
+RESEND_AFTER_SECONDS = 3.0
 
 
 def serve_log_path(log_dir: str, instance_id: int) -> Path:
@@ -71,7 +73,9 @@ class RunningEngine:
     process: asyncio.subprocess.Process | None = None
     port: int | None = None
     stopping: bool = False
-    healthy: bool = False
+    # The last state this worker decided for the instance, and when it last tried to tell the server.
+    last_update: ModelInstanceStateUpdate | None = None
+    last_sent_at: float = 0.0
     started_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -88,13 +92,19 @@ class ServeManager:
         self._client = client
         self._gpu_types = gpu_types
         self.engines: dict[int, RunningEngine] = {}
-        self._stopping: set[asyncio.Task[None]] = set()  # held so they are not garbage-collected mid-way
+        self._view: dict[int, dict[str, Any]] = {}
+        self._closing = False
+        self._tasks: set[asyncio.Task[Any]] = set()  # held so they are not garbage-collected mid-way
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(2.0))
 
     # ---- what the server wants
 
     def reconcile(self, instances: dict[int, dict[str, Any]]) -> None:
-        """Make the running engines match the instances assigned to this worker."""
+        """Make the running engines match the instances assigned to this worker, and the server's view of
+        each instance match what its engine is really doing."""
+        self._view = instances
+        if self._closing:
+            return
         for instance_id, engine in list(self.engines.items()):
             wanted = instances.get(instance_id)
             if wanted is None or wanted["worker_id"] != self._worker_id():
@@ -107,17 +117,47 @@ class ServeManager:
             if state not in ACTIVE_STATES or instance["worker_id"] != self._worker_id():
                 continue
             if current is not None and (current.alive or (current.task and not current.task.done())):
+                self._resend_if_stale(current, state)
                 continue
             if current is not None and state != ModelInstanceState.SCHEDULED and not current.stopping:
-                # Our engine ended and we reported it; the server decides when to restart (state scheduled).
+                # Our engine ended; the server decides when to restart it (state scheduled).
+                self._resend_if_stale(current, state)
                 continue
+            if current is not None and current.stopping:
+                continue  # started again once the old process is gone (see _terminate)
             self._start(instance)
+
+    def resync(self) -> None:
+        """Reconcile again against the last view: for the periodic check and after an engine stops."""
+        self.reconcile(self._view)
+
+    def _resend_if_stale(self, engine: RunningEngine, server_state: ModelInstanceState) -> None:
+        """Send the engine's real state again if the server's differs (a report lost while it was away)."""
+        update = engine.last_update
+        if update is None or engine.stopping or server_state == ModelInstanceState.UNREACHABLE:
+            return  # unreachable is the server's own judgement of this worker
+        if update.state == server_state or time.monotonic() - engine.last_sent_at < RESEND_AFTER_SECONDS:
+            return
+        logger.info(
+            "model instance %s: the server has %s, the engine is %s; reporting again",
+            engine.name,
+            server_state.value,
+            update.state.value,
+        )
+        self._spawn(self._deliver(engine, update))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def ports_in_use(self) -> set[int]:
         return {engine.port for engine in self.engines.values() if engine.port is not None}
 
-    def running_port(self, port: int) -> bool:
-        return any(engine.port == port and engine.alive for engine in self.engines.values())
+    def serves(self, instance_id: int, port: int) -> bool:
+        """Whether this worker runs that instance's engine, alive, on that port."""
+        engine = self.engines.get(instance_id)
+        return engine is not None and engine.port == port and engine.alive
 
     # ---- lifecycle of one engine
 
@@ -131,9 +171,7 @@ class ServeManager:
             return
         engine.stopping = True
         logger.info("stopping model instance %s: %s", engine.name, why)
-        task = asyncio.create_task(self._terminate(engine))
-        self._stopping.add(task)
-        task.add_done_callback(self._stopping.discard)
+        self._spawn(self._terminate(engine))
 
     async def _terminate(self, engine: RunningEngine, grace: float = 10.0) -> None:
         process = engine.process
@@ -150,8 +188,10 @@ class ServeManager:
             engine.task.cancel()
         if self.engines.get(engine.instance_id) is engine:
             del self.engines[engine.instance_id]
+            self.resync()  # a replacement may have been waiting for this one to go
 
     async def shutdown(self) -> None:
+        self._closing = True
         for engine in list(self.engines.values()):
             engine.stopping = True
         await asyncio.gather(*(self._terminate(e, grace=5.0) for e in list(self.engines.values())))
@@ -163,17 +203,29 @@ class ServeManager:
         """Report a state. False when the instance is no longer ours (deleted or moved): it then stops."""
         if engine.stopping:
             return False
+        previous = engine.last_update
+        # Port and pid stay known in later reports, so that a resent report carries them too.
+        carried = {k: getattr(previous, k) for k in ("port", "pid", "resolved_path") if previous is not None}
+        if state == ModelInstanceState.ERROR:
+            carried.pop("pid", None)
         update = ModelInstanceStateUpdate(
-            worker_id=self._worker_id(), state=state, state_message=message, **fields
+            worker_id=self._worker_id(), state=state, state_message=message, **{**carried, **fields}
         )
+        engine.last_update = update
+        return await self._deliver(engine, update)
+
+    async def _deliver(self, engine: RunningEngine, update: ModelInstanceStateUpdate) -> bool:
+        engine.last_sent_at = time.monotonic()
         try:
             await self._client.report_instance(engine.instance_id, update)
-        except Exception as exc:  # noqa: BLE001 - the server may be briefly away; the watch will resync
+        except Exception as exc:  # noqa: BLE001 - the server may be briefly away; resync sends it again
             status = getattr(exc, "status_code", None)
             if status in (404, 409):
                 self._stop(engine, f"the server no longer assigns it here ({exc})")
                 return False
-            logger.warning("could not report %s for model instance %s: %s", state.value, engine.name, exc)
+            logger.warning(
+                "could not report %s for model instance %s: %s", update.state.value, engine.name, exc
+            )
         return True
 
     async def _run(self, engine: RunningEngine, instance: dict[str, Any]) -> None:
@@ -261,7 +313,6 @@ class ServeManager:
             return
         exit_code = await self._wait_healthy(engine)
         if exit_code is None:
-            engine.healthy = True
             await self._send(engine, ModelInstanceState.RUNNING, "", port=port, pid=engine.process.pid)
             exit_code = await engine.process.wait()
         if engine.stopping:

@@ -195,9 +195,14 @@ def test_worker_api_answers_health_and_log_level_and_guards_its_proxy(cluster: C
     assert httpx.put(f"{base}/debug/log_level", content="info").text.strip() == "info"
     assert httpx.get(f"{base}/proxy/health", headers={"X-Target-Port": "22"}).status_code == 401
     token = (cluster.root / "server" / "token").read_text().strip()
-    headers = {"X-Target-Port": str(cluster.port), "Authorization": f"Bearer {token}"}
-    elsewhere = httpx.get(f"{base}/proxy/health", headers=headers)
-    assert elsewhere.status_code == 404  # only its own engines' ports
+    instance = wait_until(api.running, 180, "the model instance to be running")[0]
+    auth = {"Authorization": f"Bearer {token}"}
+    mine = {"X-Target-Port": str(instance["port"]), "X-Target-Instance": str(instance["id"])}
+    assert httpx.get(f"{base}/proxy/health", headers={**auth, **mine}).status_code == 200
+    elsewhere = {"X-Target-Port": str(cluster.port), "X-Target-Instance": str(instance["id"])}
+    refused = httpx.get(f"{base}/proxy/health", headers={**auth, **elsewhere})
+    assert refused.status_code == 404  # only its own engines, and only the instance meant
+    assert refused.headers["X-GPUStack-Worker-Error"] == "1"
     assert httpx.get(f"{base}/serve-logs/1").status_code == 401
 
 
@@ -241,6 +246,63 @@ def test_killed_engine_turns_the_instance_to_error_and_it_comes_back(cluster: Cl
         "restart",
     )
     assert back["restart_count"] >= 1 and back["pid"] != instance["pid"]
+
+
+def _scale(api: Api, replicas: int) -> list[dict]:
+    model = api.get("/v1/models", name=MODEL)["items"][0]
+    assert api.http.put(f"/v1/models/{model['id']}", json={"replicas": replicas}).status_code == 200
+    return wait_until(lambda: api.running(replicas), 180, f"{replicas} running instances")
+
+
+def test_an_engine_that_dies_while_the_server_is_down_is_restarted_after_it_returns(
+    cluster: Cluster, api: Api, second_worker: GpustackProcess
+) -> None:
+    running = _scale(api, 2)
+    remote = next(i for i in running if i["worker_name"] == "second")
+    cluster.server.kill()
+    os.kill(remote["pid"], signal.SIGKILL)  # the worker's error report cannot reach anyone now
+    wait_until(lambda: not _alive(remote["pid"]), 10, "the engine to die")
+    cluster.server.start()
+    cluster.wait_healthy()
+    fresh = Api(cluster.url)
+
+    def restarted() -> dict | None:
+        current = fresh.get(f"/v1/model-instances/{remote['id']}")
+        return current if current["state"] == "running" and current["pid"] != remote["pid"] else None
+
+    back = wait_until(restarted, 120, "the worker to report the lost exit again and the instance to restart")
+    assert back["worker_name"] == "second" and back["restart_count"] >= 1
+    _scale(fresh, 1)
+
+
+def test_a_deleted_worker_registers_again_and_runs_what_it_is_given(
+    api: Api, second_worker: GpustackProcess
+) -> None:
+    old = api.worker("second")
+    assert old is not None
+    assert api.http.delete(f"/v1/workers/{old['id']}").status_code == 204
+    new = wait_until(
+        lambda: (w := api.worker("second")) and w["id"] != old["id"] and w["state"] == "ready" and w,
+        30,
+        "the worker to register again",
+    )
+    assert new["labels"]["worker-name"] == "second"
+    # Its instance went elsewhere meanwhile; a new replica goes to its (virtual) GPU, under its new id.
+    running = _scale(api, 3)
+    assert any(i["worker_id"] == new["id"] for i in running)
+    _scale(api, 1)
+
+
+def test_admin_labels_survive_the_worker_restarting(api: Api, second_worker: GpustackProcess) -> None:
+    worker = api.worker("second")
+    assert worker is not None
+    response = api.http.patch(f"/v1/workers/{worker['id']}", json={"labels": {"rack": "a1"}})
+    assert response.status_code == 200 and response.json()["labels"]["rack"] == "a1"
+    assert response.json()["labels"]["os"] == "linux"  # the worker's own labels stay
+    second_worker.stop()
+    second_worker.start()
+    wait_until(lambda: (w := api.worker("second")) and w["state"] == "ready", 60, "the worker to return")
+    assert api.worker("second")["labels"]["rack"] == "a1"
 
 
 def test_stopped_worker_goes_not_ready_and_its_instance_is_placed_again(

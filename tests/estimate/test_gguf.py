@@ -20,8 +20,12 @@ from gpustack.estimate.gguf import (
 )
 from gpustack.estimate.gguf_types import GGML_TYPES
 
-Q4_0, Q8_0, F16, F32 = (GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q8_0,
-                        GGMLQuantizationType.F16, GGMLQuantizationType.F32)
+Q4_0, Q8_0, F16, F32 = (
+    GGMLQuantizationType.Q4_0,
+    GGMLQuantizationType.Q8_0,
+    GGMLQuantizationType.F16,
+    GGMLQuantizationType.F32,
+)
 
 
 def add_tensor(writer: GGUFWriter, name: str, shape: tuple[int, ...], qtype: GGMLQuantizationType) -> None:
@@ -158,8 +162,15 @@ def test_reads_gguf_v2_and_big_endian_files(tmp_path: Path) -> None:
     assert big.data_offset == GGUFReader(tmp_path / "be.gguf").data_offset
 
     v2 = tmp_path / "v2.gguf"
-    v2.write_bytes(raw_gguf(struct.pack("<QQ", 0, 1), gguf_string("general.architecture"),
-                            struct.pack("<I", 8), gguf_string("llama"), version=2))
+    v2.write_bytes(
+        raw_gguf(
+            struct.pack("<QQ", 0, 1),
+            gguf_string("general.architecture"),
+            struct.pack("<I", 8),
+            gguf_string("llama"),
+            version=2,
+        )
+    )
     assert read_gguf_header(v2).version == 2
     assert read_gguf_header(v2).architecture == "llama"
 
@@ -246,8 +257,9 @@ def test_unsupported_version_and_bad_alignment_are_refused(tmp_path: Path) -> No
     with pytest.raises(GGUFError, match="GGUF version 1 is not supported"):
         read_gguf_header(v1)
     aligned = tmp_path / "align.gguf"
-    aligned.write_bytes(raw_gguf(struct.pack("<QQ", 0, 1), gguf_string("general.alignment"),
-                                 struct.pack("<II", 4, 48)))
+    aligned.write_bytes(
+        raw_gguf(struct.pack("<QQ", 0, 1), gguf_string("general.alignment"), struct.pack("<II", 4, 48))
+    )
     with pytest.raises(GGUFError, match="general.alignment must be a power of two, got 48"):
         read_gguf_header(aligned)
 

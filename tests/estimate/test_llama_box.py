@@ -47,8 +47,21 @@ def test_ctx_size_is_read_in_every_spelling(params: list[str]) -> None:
 
 def test_every_memory_flag_is_read() -> None:
     options = parse_llama_box_options(
-        ["-np 2", "-b", "1024", "--ubatch-size=256", "-ctk", "q8_0", "--cache-type-v=Q4_0", "--no-mmap",
-         "-ngl", "10", "--swa-full", "--cache-ram", "0"]
+        [
+            "-np 2",
+            "-b",
+            "1024",
+            "--ubatch-size=256",
+            "-ctk",
+            "q8_0",
+            "--cache-type-v=Q4_0",
+            "--no-mmap",
+            "-ngl",
+            "10",
+            "--swa-full",
+            "--cache-ram",
+            "0",
+        ]
     )
     assert (options.parallel, options.batch_size, options.ubatch_size) == (2, 1024, 256)
     assert (options.cache_type_k, options.cache_type_v) == ("q8_0", "q4_0")
@@ -57,8 +70,14 @@ def test_every_memory_flag_is_read() -> None:
 
 @pytest.mark.parametrize(
     ("params", "expected"),
-    [(["-fa"], True), (["--flash-attn", "on"], True), (["-fa", "off"], False), (["-fa=auto"], None),
-     (["--flash-attn", "-c", "1024"], True), ([], None)],
+    [
+        (["-fa"], True),
+        (["--flash-attn", "on"], True),
+        (["-fa", "off"], False),
+        (["-fa=auto"], None),
+        (["--flash-attn", "-c", "1024"], True),
+        ([], None),
+    ],
 )
 def test_flash_attn_takes_an_optional_value(params: list[str], expected: bool | None) -> None:
     assert parse_llama_box_options(params).flash_attn is expected
@@ -84,13 +103,17 @@ def test_unknown_flags_and_their_values_are_ignored() -> None:
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        (["--ctx-size", "abc"],
-         "--ctx-size: expects a positive integer (or 0 for the model's own context length), got 'abc'"),
+        (
+            ["--ctx-size", "abc"],
+            "--ctx-size: expects a positive integer (or 0 for the model's own context length), got 'abc'",
+        ),
         (["-c"], "-c: expects a positive integer (or 0 for the model's own context length), got nothing"),
         (["-np", "0"], "-np: expects a positive integer (or -1 for auto), got '0'"),
         (["--ubatch-size=-5"], "--ubatch-size: expects a positive integer, got '-5'"),
-        (["-ctk", "q3"],
-         "-ctk: expects one of f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1, got 'q3'"),
+        (
+            ["-ctk", "q3"],
+            "-ctk: expects one of f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1, got 'q3'",
+        ),
         (["-ngl", "many"], "-ngl: expects a positive integer (or 'auto' / 'all'), got 'many'"),
     ],
 )
@@ -151,16 +174,23 @@ def test_cpu_only_keeps_everything_in_ram(llama: Path) -> None:
     estimate = estimate_llama_box(read_gguf_header(llama), LlamaBoxOptions())
     ram = estimate.cpu_only.ram
     assert estimate.cpu_only.vram == 0
-    assert ram == (estimate.weights_bytes + estimate.kv_cache_bytes + estimate.compute_bytes
-                   + estimate.runtime_bytes + estimate.host_buffers_bytes)
+    assert ram == (
+        estimate.weights_bytes
+        + estimate.kv_cache_bytes
+        + estimate.compute_bytes
+        + estimate.runtime_bytes
+        + estimate.host_buffers_bytes
+    )
 
 
 def test_full_offload_leaves_only_the_input_layer_and_host_buffers_in_ram(llama: Path) -> None:
     estimate = estimate_llama_box(read_gguf_header(llama), LlamaBoxOptions())
-    assert estimate.full_offload.vram == (2 * LAYER_BYTES + OUTPUT_BYTES + estimate.kv_cache_bytes
-                                          + estimate.compute_bytes)
-    assert estimate.full_offload.ram == (EMBD_BYTES + estimate.runtime_bytes + estimate.host_buffers_bytes
-                                         + estimate.host_compute_bytes)
+    assert estimate.full_offload.vram == (
+        2 * LAYER_BYTES + OUTPUT_BYTES + estimate.kv_cache_bytes + estimate.compute_bytes
+    )
+    assert estimate.full_offload.ram == (
+        EMBD_BYTES + estimate.runtime_bytes + estimate.host_buffers_bytes + estimate.host_compute_bytes
+    )
 
 
 def test_partial_offload_moves_the_output_layer_first(llama: Path) -> None:
@@ -223,8 +253,9 @@ def test_tied_output_needs_a_copy_of_the_embeddings_on_the_gpu(tmp_path: Path) -
     estimate = estimate_llama_box(header, LlamaBoxOptions())
     layers = 6 * LAYER_BYTES - 6 * (2 * 1152) + 6 * (2 * 576)  # k/v are 64x16 with one KV head
     assert estimate.weights_bytes == EMBD_BYTES + layers + 256
-    assert estimate.full_offload.vram == (layers + 256 + EMBD_BYTES + estimate.kv_cache_bytes
-                                          + estimate.compute_bytes)
+    assert estimate.full_offload.vram == (
+        layers + 256 + EMBD_BYTES + estimate.kv_cache_bytes + estimate.compute_bytes
+    )
 
 
 def test_sliding_window_checkpoints_are_counted_now_and_as_growth(tmp_path: Path) -> None:

@@ -30,7 +30,9 @@ def _set_session_cookie(request: Request, response: Response, user: UserRow) -> 
 async def login(request: Request, response: Response, body: LoginRequest) -> UserRow:
     async with context(request).session() as session:
         user = (await session.execute(select(UserRow).where(UserRow.username == body.username))).scalar()
-    if user is None or not security.verify_password(user.hashed_password, body.password):
+    # An unknown user costs a hash check too, so that timing does not tell which usernames exist.
+    hashed = user.hashed_password if user is not None else await security.dummy_hash()
+    if not await security.verify_password(hashed, body.password) or user is None:
         raise Unauthorized("wrong username or password")
     _set_session_cookie(request, response, user)
     return user
@@ -54,11 +56,11 @@ async def update_password(
         user = await session.get(UserRow, principal.user_id)
         if user is None:
             raise Unauthorized("your user no longer exists")
-        if not security.verify_password(user.hashed_password, body.current_password):
+        if not await security.verify_password(user.hashed_password, body.current_password):
             raise BadRequest("current_password is wrong")
         if body.new_password == body.current_password:
             raise BadRequest("new_password must differ from the current password")
-        user.hashed_password = security.hash_password(body.new_password)
+        user.hashed_password = await security.hash_password(body.new_password)
         user.require_password_change = False
         await session.commit()
     _set_session_cookie(request, response, user)

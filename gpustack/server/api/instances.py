@@ -9,11 +9,13 @@ import httpx
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
+from sqlalchemy.orm.exc import StaleDataError
 
 from gpustack.schemas.models import ModelInstancePublic, ModelInstanceState, ModelInstanceStateUpdate
 from gpustack.server.api.common import PageParams, get_or_404, paginate
 from gpustack.server.api.watch import watch_response
 from gpustack.server.auth import context, require_admin, require_admin_or_worker, require_worker
+from gpustack.server.context import ServerContext
 from gpustack.server.db.tables import ModelInstanceRow, WorkerRow
 from gpustack.server.errors import BadRequest, Conflict, ServiceUnavailable
 from gpustack.server.services import set_instance_state
@@ -89,18 +91,37 @@ async def report_state(
     ctx = context(request)
     if body.state in (ModelInstanceState.PENDING, ModelInstanceState.ANALYZING, ModelInstanceState.SCHEDULED):
         raise BadRequest(f"workers cannot set state {body.state.value}; the scheduler owns it")
+    for attempt in range(_STALE_RETRIES):
+        try:
+            row = await _apply_report(ctx, instance_id, body)
+            break
+        except StaleDataError:
+            # A controller changed the row since it was read here: read it again and re-check.
+            if attempt == _STALE_RETRIES - 1:
+                raise
+    if body.state == ModelInstanceState.ERROR:
+        logger.warning("model instance %s failed: %s", row.name, body.state_message.splitlines()[0:1])
+    return row
+
+
+_STALE_RETRIES = 3
+
+
+async def _apply_report(
+    ctx: ServerContext, instance_id: int, body: ModelInstanceStateUpdate
+) -> ModelInstanceRow:
     async with ctx.session() as session:
         row = await get_or_404(session, ModelInstanceRow, instance_id, "model instance")
         if row.worker_id != body.worker_id:
             raise Conflict(f"model instance {row.name} is no longer assigned to worker {body.worker_id}")
+        if row.state == ModelInstanceState.UNREACHABLE.value and body.state == ModelInstanceState.RUNNING:
+            return row  # the server's probe owns unreachable; it sets running again itself
         set_instance_state(row, body.state, body.state_message)
         for field in ("port", "pid", "resolved_path"):
             value = getattr(body, field)
-            if value is not None or body.state == ModelInstanceState.ERROR and field == "pid":
+            if value is not None or (body.state == ModelInstanceState.ERROR and field == "pid"):
                 setattr(row, field, value)
         await session.commit()
-    if body.state == ModelInstanceState.ERROR:
-        logger.warning("model instance %s failed: %s", row.name, body.state_message.splitlines()[0:1])
     return row
 
 

@@ -46,7 +46,7 @@ async def create_user(request: Request, body: UserCreate) -> UserRow:
     user = UserRow(
         username=body.username,
         full_name=body.full_name,
-        hashed_password=security.hash_password(body.password),
+        hashed_password=await security.hash_password(body.password),
         is_admin=body.is_admin,
         require_password_change=body.require_password_change,
     )
@@ -84,7 +84,7 @@ async def update_user(
             if value is not None:
                 setattr(user, field, value)
         if body.password is not None:
-            user.hashed_password = security.hash_password(body.password)
+            user.hashed_password = await security.hash_password(body.password)
         await session.commit()
     request.app.state.api_key_cache.clear()
     return user

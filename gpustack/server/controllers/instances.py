@@ -18,6 +18,19 @@ BACKOFF_BASE_SECONDS = 5.0
 BACKOFF_MAX_SECONDS = 300.0
 # A worker that has not started on an assignment within this time is presumed stuck on it.
 SCHEDULED_DEADLINE = timedelta(minutes=3)
+# A worker reports progress while it brings an engine up (its own startup deadline is 10 minutes); past
+# this, silence means the worker lost track of the instance, which then fails and restarts as usual.
+STARTING_DEADLINE = timedelta(minutes=15)
+# A run at least this long counts as healthy: the next failure starts the backoff from the beginning.
+STABLE_RUN = timedelta(minutes=10)
+
+
+_WATCHED_STATES = {
+    ModelInstanceState.ERROR.value,
+    ModelInstanceState.SCHEDULED.value,
+    ModelInstanceState.INITIALIZING.value,
+    ModelInstanceState.STARTING.value,
+}
 
 
 def restart_delay(restart_count: int) -> float:
@@ -31,17 +44,16 @@ async def restart_and_expire(ctx: ServerContext) -> None:
         rows = await session.execute(
             select(ModelInstanceRow, ModelRow)
             .join(ModelRow, ModelRow.id == ModelInstanceRow.model_id)
-            .where(
-                ModelInstanceRow.state.in_(
-                    [ModelInstanceState.ERROR.value, ModelInstanceState.SCHEDULED.value]
-                )
-            )
+            .where(ModelInstanceRow.state.in_(list(_WATCHED_STATES)))
         )
         for instance, model in rows.all():
             waited = (now - instance.state_changed_at).total_seconds()
             if instance.state == ModelInstanceState.ERROR.value:
                 if not model.restart_on_error or instance.worker_id is None:
                     continue
+                ran = instance.state_changed_at - (instance.last_restart_at or instance.created_at)
+                if ran >= STABLE_RUN:
+                    instance.restart_count = 0
                 if waited < restart_delay(instance.restart_count):
                     continue
                 instance.restart_count += 1
@@ -55,10 +67,18 @@ async def restart_and_expire(ctx: ServerContext) -> None:
                     ModelInstanceState.SCHEDULED,
                     f"restarting after an error (attempt {instance.restart_count}): {first_line}",
                 )
-            elif waited > SCHEDULED_DEADLINE.total_seconds():
-                return_to_pending(
+            elif instance.state == ModelInstanceState.SCHEDULED.value:
+                if waited > SCHEDULED_DEADLINE.total_seconds():
+                    return_to_pending(
+                        instance,
+                        f"worker {instance.worker_name} did not start the instance within "
+                        f"{SCHEDULED_DEADLINE.total_seconds():.0f}s; placing it again",
+                    )
+            elif waited > STARTING_DEADLINE.total_seconds():
+                set_instance_state(
                     instance,
-                    f"worker {instance.worker_name} did not start the instance within "
-                    f"{SCHEDULED_DEADLINE.total_seconds():.0f}s; placing it again",
+                    ModelInstanceState.ERROR,
+                    f"worker {instance.worker_name} reported no progress for "
+                    f"{STARTING_DEADLINE.total_seconds() / 60:.0f} minutes while {instance.state}",
                 )
         await session.commit()

@@ -6,6 +6,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from sqlalchemy.orm.exc import StaleDataError
+
 logger = logging.getLogger(__name__)
 
 
@@ -20,6 +22,8 @@ async def reconcile_forever(
             await step()
         except asyncio.CancelledError:
             raise
+        except StaleDataError:
+            logger.info("%s: a row changed under this step; it runs again", name)
         except Exception:
             logger.exception("%s: reconcile step failed; retrying in %.0fs", name, interval)
         if wake is None:

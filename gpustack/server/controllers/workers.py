@@ -37,6 +37,7 @@ def heartbeat_overdue(worker: WorkerRow, now: datetime, server_started_at: datet
 
 
 async def check_heartbeats(ctx: ServerContext) -> None:
+    changed = False
     now = datetime.now(timezone.utc)
     started = datetime.fromtimestamp(ctx.started_at, timezone.utc)
     async with ctx.session() as session:
@@ -53,12 +54,14 @@ async def check_heartbeats(ctx: ServerContext) -> None:
             )
             logger.warning("worker %s is not ready: %s", worker.name, message)
             set_worker_state(worker, WorkerState.NOT_READY, message)
+            changed = True
             for instance in await instances_on_worker(session, worker.id):
                 return_to_pending(
                     instance, f"worker {worker.name} became not_ready; placing the instance again"
                 )
         await session.commit()
-    ctx.schedule_wanted.set()
+    if changed:
+        ctx.schedule_wanted.set()  # the instances it held are pending again
 
 
 async def _probe(ctx: ServerContext, worker: WorkerRow) -> str | None:

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from gpustack.server.auth import Principal, authenticate, context
 from gpustack.server.errors import ApiError
 from gpustack.server.gateway.routing import Endpoint, RoutingTable
-from gpustack.utils.relay import stream_back
+from gpustack.utils.relay import WORKER_ERROR_HEADER, stream_back
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ async def _send(request: Request, endpoint: Endpoint, path: str, body: bytes) ->
     headers = {
         "Authorization": f"Bearer {ctx.cluster_token}",
         "X-Target-Port": str(endpoint.engine_port),
+        "X-Target-Instance": str(endpoint.instance_id),
         "Content-Type": request.headers.get("content-type", "application/json"),
     }
     if "accept" in request.headers:
@@ -126,11 +127,24 @@ async def relay(request: Request, path: str) -> Response:
             # Nothing reached the engine; the next instance can take the request.
             failures.append(f"{endpoint.instance_name} on {endpoint.worker_name}: {type(exc).__name__}")
             continue
+        if WORKER_ERROR_HEADER.lower() in upstream.headers:
+            # The worker refused before any engine saw the request (e.g. the engine just stopped).
+            detail = (await upstream.aread()).decode(errors="replace")
+            await upstream.aclose()
+            failures.append(f"{endpoint.instance_name} on {endpoint.worker_name}: {_message_of(detail)}")
+            continue
         return stream_back(upstream)
     logger.warning("model %s: no instance answered: %s", model, "; ".join(failures))
     raise OpenAIError(
         503, f"no instance of model {model!r} could be reached ({'; '.join(failures)})", "service_unavailable"
     )
+
+
+def _message_of(body: str) -> str:
+    try:
+        return str(json.loads(body)["message"])
+    except (ValueError, KeyError, TypeError):
+        return body[:200]
 
 
 def _relay_to(engine_path: str) -> Callable[..., Awaitable[Response]]:

@@ -112,13 +112,19 @@ async def _load(ctx: ServerContext, table: RoutingTable) -> None:
 async def maintain(ctx: ServerContext, table: RoutingTable, ready: asyncio.Event) -> None:
     """Keep `table` in step with the database for the life of the server."""
     while True:
-        async with ctx.bus.subscribe(*_TOPICS) as subscription:
-            await _load(ctx, table)  # after subscribing, so no change falls between load and events
-            ready.set()
-            try:
+        try:
+            async with ctx.bus.subscribe(*_TOPICS) as subscription:
+                await _load(ctx, table)  # after subscribing, so no change falls between load and events
+                ready.set()
                 while True:
                     event = await subscription.get()
                     if event is not None:
                         table.apply(event.topic, event.type, event.data)
-            except OverflowError:
-                logger.warning("gateway routing fell behind the event stream; reloading")
+        except OverflowError:
+            logger.warning("gateway routing fell behind the event stream; reloading")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A frozen table would route to stale engines until restart: reload instead.
+            logger.exception("gateway routing failed; reloading in 1s")
+            await asyncio.sleep(1.0)
