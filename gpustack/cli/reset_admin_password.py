@@ -62,7 +62,7 @@ async def _reset(database_url: str, username: str) -> str:
             if user is None or not user.is_admin:
                 raise LookupError(f"no administrator named {username!r}; use --username")
             password = security.generate_password()
-            user.hashed_password = security.hash_password(password)
+            user.hashed_password = await security.hash_password(password)
             user.require_password_change = True
             await session.commit()
         return password
