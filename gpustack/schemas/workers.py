@@ -85,6 +85,9 @@ class GPUDevice(BaseModel):
     core: GPUCoreInfo = Field(default_factory=GPUCoreInfo)
     temperature: float | None = None
     virtual: bool = False
+    # What the vendor's *_VISIBLE_DEVICES variable takes for this device: empty means its index;
+    # a MIG instance needs its UUID ("MIG-...").
+    visible_id: str = ""
 
 
 class WorkerStatus(BaseModel):
@@ -119,13 +122,16 @@ class WorkerRegistration(BaseModel):
     system_reserved: SystemReserved = Field(default_factory=SystemReserved)
     heartbeat_interval: float = Field(default=5.0, gt=0, le=600)
     status: WorkerStatus = Field(default_factory=WorkerStatus)
+    # False when the worker cannot tell what it has (a GPU tool failed); state_message says why.
+    healthy: bool = True
+    state_message: str = Field(default="", max_length=20000)
 
 
 class WorkerStatusReport(BaseModel):
     """A heartbeat: the current status, and why the worker is not usable if it is not."""
 
     status: WorkerStatus
-    state_message: str = ""
+    state_message: str = Field(default="", max_length=20000)
     healthy: bool = True
 
 

@@ -17,12 +17,14 @@ from gpustack.utils.network import first_non_loopback_ip
 from gpustack.utils.uvicorn_server import bind_socket, make_server
 from gpustack.worker.api import create_worker_app
 from gpustack.worker.client import ServerClient, ServerError
-from gpustack.worker.detect import detect_status
+from gpustack.worker.detect import GPUDetection, combine, default_detectors, detect_gpus
+from gpustack.worker.detect.system import detect_system
 from gpustack.worker.serve import ServeManager
 
 logger = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 5.0
+DETECT_SECONDS = 10.0
 _ARCH_LABELS = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
 
@@ -36,16 +38,25 @@ def _read_or_write(path: Path, make: str) -> str:
     return make
 
 
+def worker_name_for(config: Config) -> str:
+    """--worker-name, else the name kept in the data dir, else the hostname. Reads only."""
+    if config.worker_name:
+        return config.worker_name
+    try:
+        return (Path(config.data_dir) / "worker_name").read_text().strip() or socket.gethostname()
+    except OSError:
+        return socket.gethostname()
+
+
 def worker_identity(config: Config) -> tuple[str, str]:
-    """(name, uuid). The name is --worker-name, else the one kept in the data dir, else the hostname."""
+    """(name, uuid), kept in the data dir so that a restart (or a new hostname) is the same worker."""
     data = Path(config.data_dir)
     identifier = _read_or_write(data / "worker_uuid", uuid.uuid4().hex)
-    name_file = data / "worker_name"
+    name = worker_name_for(config)
+    _read_or_write(data / "worker_name", name)
     if config.worker_name:
-        name_file.parent.mkdir(parents=True, exist_ok=True)
-        name_file.write_text(config.worker_name + "\n")
-        return config.worker_name, identifier
-    return _read_or_write(name_file, socket.gethostname()), identifier
+        (data / "worker_name").write_text(config.worker_name + "\n")
+    return name, identifier
 
 
 async def _sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> bool:
@@ -71,20 +82,56 @@ class Worker:
         self.ip = config.worker_ip or first_non_loopback_ip()
         self.worker_id: int | None = None
         self.client = ServerClient(server_url, token)
-        self.serve = ServeManager(
-            config, self._current_id, self.client, {gpu.index: gpu.type.value for gpu in config.resources}
-        )
+        self.detectors = default_detectors()
+        # The latest GPU detection: vendor tools can be slow or hang, so they run on their own loop and
+        # heartbeats report the last result instead of waiting for them.
+        self.detection = GPUDetection()
+        self._detected = asyncio.Event()
+        self.serve = ServeManager(config, self._current_id, self.client, lambda: self.detection.devices)
 
     def _current_id(self) -> int:
         return self.worker_id or -1
 
+    async def _detect_once(self) -> None:
+        found = await asyncio.to_thread(detect_gpus, self.detectors)
+        detection = combine(self.name, found, self.config.resources)
+        if detection.errors != self.detection.errors:
+            if detection.errors:
+                logger.warning("GPU detection failed: %s", "; ".join(detection.errors))
+            elif self._detected.is_set():
+                logger.info("GPU detection works again")
+        if [d.id for d in detection.devices] != [
+            d.id for d in self.detection.devices
+        ] or not self._detected.is_set():
+            logger.info("GPUs: %s", ", ".join(f"{d.id} ({d.name})" for d in detection.devices) or "none")
+        self.detection = detection
+        self._detected.set()
+
+    async def _detect_forever(self, stop: asyncio.Event) -> None:
+        while not await _sleep_unless_stopped(stop, max(self.config.heartbeat_interval, DETECT_SECONDS)):
+            try:
+                await self._detect_once()
+            except Exception:
+                logger.exception("GPU detection loop failed; trying again")
+
     async def _status(self) -> WorkerStatusReport:
-        status = await asyncio.to_thread(detect_status, self.name, self.config.resources)
+        status = await asyncio.to_thread(detect_system)
+        detection = self.detection
+        status.gpu_devices = [device.model_copy(deep=True) for device in detection.devices]
+        claims = self.serve.claims()
+        status.memory.allocated = sum(claim.ram for claim in claims)
+        for device in status.gpu_devices:
+            device.memory.allocated = sum(claim.vram.get(device.index, 0) for claim in claims)
+        if detection.errors:
+            message = "GPU detection failed: " + "; ".join(detection.errors)
+            return WorkerStatusReport(status=status, state_message=message, healthy=False)
         return WorkerStatusReport(status=status)
 
     async def _register(self, stop: asyncio.Event) -> WorkerPublic | None:
         delay = 1.0
         while not stop.is_set():
+            if not self._detected.is_set():
+                await self._detect_once()
             report = await self._status()
             registration = WorkerRegistration(
                 name=self.name,
@@ -96,6 +143,8 @@ class Worker:
                 system_reserved=self.config.system_reserved,
                 heartbeat_interval=self.config.heartbeat_interval,
                 status=report.status,
+                healthy=report.healthy,
+                state_message=report.state_message,
             )
             try:
                 worker = await self.client.register(registration)
@@ -184,6 +233,7 @@ class Worker:
                     asyncio.create_task(self._heartbeats(stop), name="heartbeats"),
                     asyncio.create_task(self._watch(stop), name="watch"),
                     asyncio.create_task(self._resync(stop), name="resync"),
+                    asyncio.create_task(self._detect_forever(stop), name="detect"),
                 ]
                 await stop.wait()
         finally:

@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 
 from gpustack.config import Config
-from gpustack.schemas.models import ACTIVE_STATES, ModelInstanceState, ModelInstanceStateUpdate
+from gpustack.schemas.models import ACTIVE_STATES, ModelInstanceState, ModelInstanceStateUpdate, ResourceClaim
+from gpustack.schemas.workers import GPUDevice
 from gpustack.utils.network import port_is_free
 from gpustack.worker.client import ServerClient
 from gpustack.worker.engines import llama_box
@@ -85,12 +86,16 @@ class RunningEngine:
 
 class ServeManager:
     def __init__(
-        self, config: Config, worker_id: Callable[[], int], client: ServerClient, gpu_types: dict[int, str]
+        self,
+        config: Config,
+        worker_id: Callable[[], int],
+        client: ServerClient,
+        devices: Callable[[], list[GPUDevice]],
     ) -> None:
         self.config = config
         self._worker_id = worker_id
         self._client = client
-        self._gpu_types = gpu_types
+        self._devices = devices
         self.engines: dict[int, RunningEngine] = {}
         self._view: dict[int, dict[str, Any]] = {}
         self._closing = False
@@ -126,6 +131,25 @@ class ServeManager:
             if current is not None and current.stopping:
                 continue  # started again once the old process is gone (see _terminate)
             self._start(instance)
+
+    def claims(self) -> list[ResourceClaim]:
+        """What the instances assigned here claim, for the status this worker reports."""
+        return [
+            ResourceClaim.model_validate(instance["computed_resource_claim"])
+            for instance in self._view.values()
+            if instance.get("computed_resource_claim") and instance["worker_id"] == self._worker_id()
+        ]
+
+    def _visible_devices(self, gpu_indexes: list[int]) -> dict[str, str]:
+        devices = {device.index: device for device in self._devices()}
+        assigned = [devices[index] for index in gpu_indexes if index in devices]
+        if len(assigned) != len(gpu_indexes):
+            raise RuntimeError(f"GPUs {gpu_indexes} were assigned, but this worker has {sorted(devices)}")
+        types = {device.type.value for device in assigned}
+        if len(types) > 1:
+            raise RuntimeError(f"GPUs {gpu_indexes} are of different kinds ({', '.join(sorted(types))})")
+        ids = [device.visible_id or str(device.index) for device in assigned]
+        return llama_box.visible_devices_env(types.pop() if types else None, ids)
 
     def resync(self) -> None:
         """Reconcile again against the last view: for the periodic check and after an engine stops."""
@@ -276,9 +300,7 @@ class ServeManager:
             instance["gpu_indexes"],
         )
         env = {**os.environ, **spec.get("env", {})}
-        gpu_types = {self._gpu_types.get(index) for index in instance["gpu_indexes"]}
-        gpu_type = gpu_types.pop() if len(gpu_types) == 1 else None
-        env.update(llama_box.visible_devices_env(gpu_type, instance["gpu_indexes"]))
+        env.update(self._visible_devices(instance["gpu_indexes"]))
         log_path = serve_log_path(self.config.log_dir, engine.instance_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = await asyncio.to_thread(open, log_path, "ab")

@@ -38,15 +38,16 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: 
 class GpustackProcess:
     """One `gpustack start` process; its log is kept to explain failures."""
 
-    def __init__(self, name: str, data_dir: Path, args: list[str]) -> None:
+    def __init__(self, name: str, data_dir: Path, args: list[str], env: dict[str, str] | None = None) -> None:
         self.name = name
         self.data_dir = data_dir
         self.args = args
+        self.env = env or {}
         self.log_path = data_dir.parent / f"{name}.out"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "GPUSTACK_HEARTBEAT_INTERVAL": HEARTBEAT_SECONDS}
+        env = {**os.environ, "GPUSTACK_HEARTBEAT_INTERVAL": HEARTBEAT_SECONDS, **self.env}
         env.pop("GPUSTACK_TEST_POSTGRES_URL", None)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
@@ -109,12 +110,14 @@ class Cluster:
             ],
         )  # fmt: skip
 
-    def _process(self, name: str, args: list[str]) -> GpustackProcess:
-        process = GpustackProcess(name, self.root / name, args)
+    def _process(self, name: str, args: list[str], env: dict[str, str] | None = None) -> GpustackProcess:
+        process = GpustackProcess(name, self.root / name, args, env)
         self.processes.append(process)
         return process
 
-    def add_worker(self, name: str, config_yaml: str = "") -> GpustackProcess:
+    def add_worker(
+        self, name: str, config_yaml: str = "", env: dict[str, str] | None = None
+    ) -> GpustackProcess:
         token = (self.root / "server" / "token").read_text().strip()
         low, high = free_port_range(8)
         args = [
@@ -125,7 +128,7 @@ class Cluster:
             config_file = self.root / f"{name}.yaml"
             config_file.write_text(config_yaml)
             args += ["--config-file", str(config_file)]
-        return self._process(name, args)
+        return self._process(name, args, env)
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
         def healthy() -> bool:

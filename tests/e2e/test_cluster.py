@@ -318,6 +318,13 @@ def test_stopped_worker_goes_not_ready_and_its_instance_is_placed_again(
     engine = psutil.Process(moved["pid"])
     assert engine.environ()["CUDA_VISIBLE_DEVICES"] == "0"
     assert engine.cmdline()[engine.cmdline().index("--n-gpu-layers") + 1] == "999"
+    # The worker's own status counts the memory claimed on its GPU.
+    claimed = moved["computed_resource_claim"]["vram"]["0"]
+    wait_until(
+        lambda: api.worker("second")["status"]["gpu_devices"][0]["memory"]["allocated"] == claimed,
+        30,
+        "the worker to report the claim on its GPU",
+    )
     second_worker.stop()
     wait_until(lambda: api.worker("second")["state"] == "not_ready", 30, "the stopped worker to be not_ready")
     assert not _alive(moved["pid"])

@@ -43,9 +43,12 @@ def test_faq_defaults_apply_unless_the_user_sets_them() -> None:
 
 
 def test_engines_see_only_their_gpus_and_cpu_placements_see_none() -> None:
-    assert visible_devices_env("cuda", [1, 3]) == {"CUDA_VISIBLE_DEVICES": "1,3"}
-    assert visible_devices_env("rocm", [0]) == {"HIP_VISIBLE_DEVICES": "0", "ROCR_VISIBLE_DEVICES": "0"}
-    assert visible_devices_env("npu", [2]) == {"ASCEND_RT_VISIBLE_DEVICES": "2"}
+    assert visible_devices_env("cuda", ["1", "3"]) == {"CUDA_VISIBLE_DEVICES": "1,3"}
+    assert visible_devices_env("cuda", ["MIG-4b5f"]) == {"CUDA_VISIBLE_DEVICES": "MIG-4b5f"}
+    assert visible_devices_env("rocm", ["0"]) == {"HIP_VISIBLE_DEVICES": "0", "ROCR_VISIBLE_DEVICES": "0"}
+    assert visible_devices_env("npu", ["2"]) == {"ASCEND_RT_VISIBLE_DEVICES": "2"}
+    assert visible_devices_env("musa", ["1"]) == {"MUSA_VISIBLE_DEVICES": "1"}
+    assert visible_devices_env("mlu", ["0", "1"]) == {"MLU_VISIBLE_DEVICES": "0,1"}
     hidden = visible_devices_env(None, [])
     assert hidden["CUDA_VISIBLE_DEVICES"] == "" and hidden["MLU_VISIBLE_DEVICES"] == ""
 

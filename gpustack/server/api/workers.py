@@ -120,7 +120,10 @@ async def register_worker(request: Request, body: WorkerRegistration) -> WorkerR
         worker.system_reserved = body.system_reserved.model_dump()
         worker.heartbeat_interval = body.heartbeat_interval
         worker.last_heartbeat_at = utcnow()
-        set_worker_state(worker, WorkerState.READY)
+        if body.healthy:
+            set_worker_state(worker, WorkerState.READY)
+        else:
+            set_worker_state(worker, WorkerState.NOT_READY, body.state_message)
         await session.flush()
         for instance in await instances_on_worker(session, worker.id):
             instance.worker_name = worker.name
@@ -140,6 +143,8 @@ async def report_status(request: Request, worker_id: int, body: WorkerStatusRepo
         worker.last_heartbeat_at = utcnow()
         became_ready = False
         if not body.healthy:
+            if worker.state != WorkerState.NOT_READY.value or worker.state_message != body.state_message:
+                logger.warning("worker %s is not ready: %s", worker.name, body.state_message)
             set_worker_state(worker, WorkerState.NOT_READY, body.state_message)
         elif worker.state == WorkerState.NOT_READY.value:
             # Reachability is judged by the server's own probe; a heartbeat only ends not_ready.

@@ -119,9 +119,12 @@ def build_command(
     return argv + user
 
 
-def visible_devices_env(gpu_type: str | None, gpu_indexes: list[int]) -> dict[str, str]:
-    """Variables that show the engine only its assigned devices; on a CPU placement, none at all."""
-    if gpu_type is None or not gpu_indexes:
+def visible_devices_env(gpu_type: str | None, device_ids: list[str]) -> dict[str, str]:
+    """Variables that show the engine only its assigned devices; on a CPU placement, none at all.
+
+    `device_ids` are what the vendor's variable takes: indexes, or MIG UUIDs.
+    """
+    if gpu_type is None or not device_ids:
         return {name: "" for names in VISIBLE_DEVICES_VARIABLES.values() for name in names}
-    value = ",".join(str(index) for index in gpu_indexes)
+    value = ",".join(device_ids)
     return {name: value for name in VISIBLE_DEVICES_VARIABLES.get(gpu_type, ())}
