@@ -11,6 +11,22 @@ from gpustack.estimate.gguf import GGUFError, GGUFHeader
 
 # Architectures whose every layer keeps a recurrent state instead of a KV cache (llm_arch_is_recurrent).
 RECURRENT_ARCHITECTURES = frozenset({"mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7"})
+# Encoders that llama.cpp runs without any KV cache (llama_model::create_memory returns none for them).
+ENCODER_ARCHITECTURES = frozenset(
+    {
+        "bert",
+        "modern-bert",
+        "nomic-bert",
+        "nomic-bert-moe",
+        "neo-bert",
+        "jina-bert-v2",
+        "jina-bert-v3",
+        "eurobert",
+        "gemma-embedding",
+    }
+)
+# Architectures whose graph ends with the hidden states: no LM head, so no logits (src/models/*.cpp).
+NO_LM_HEAD_ARCHITECTURES = ENCODER_ARCHITECTURES | {"llama-embed", "t5encoder"}
 
 # Sliding-window layout llama.cpp uses when the file has no sliding_window_pattern:
 # (every n-th layer is full attention, full layer comes first, window when the file gives none)
@@ -33,7 +49,7 @@ _SWA_PATTERNS: dict[str, tuple[int, bool, int]] = {
 _SWA_IGNORED = frozenset({"phi3"})
 
 _LAYER_NAME = re.compile(r"^blk\.(\d+)\.")
-_INPUT_TENSORS = ("token_embd", "pos_embd", "token_types", "per_layer_token_embd")
+_INPUT_TENSORS = ("token_embd", "pos_embd", "position_embd", "token_types", "per_layer_token_embd")
 _RECURRENT_TENSORS = (".ssm_", ".time_mix_", ".shortconv")
 _ATTENTION_TENSORS = (".attn_q", ".attn_k", ".attn_v", ".attn_qkv", ".attn_kv")
 
@@ -60,6 +76,8 @@ class ModelShape:
     output_bytes: int  # output norm and head, plus anything not in a layer
     tied_output: bool  # no output.weight: the head reuses token_embd (a copy goes to the output device)
     token_embd_bytes: int
+    kv_cache: bool = True  # False for encoders: llama.cpp keeps no cache, each batch attends to itself
+    lm_head: bool = True  # False where the graph stops at the hidden states (embedding models)
 
     @property
     def weights_bytes(self) -> int:
@@ -225,6 +243,8 @@ def model_shape(header: GGUFHeader, shards: list[GGUFHeader] | None = None) -> M
         layer_bytes=layer_bytes,
         input_bytes=input_bytes,
         output_bytes=output_bytes,
-        tied_output=not has_output,
+        tied_output=not has_output and arch not in NO_LM_HEAD_ARCHITECTURES,
         token_embd_bytes=token_embd_bytes,
+        kv_cache=arch not in ENCODER_ARCHITECTURES,
+        lm_head=arch not in NO_LM_HEAD_ARCHITECTURES,
     )

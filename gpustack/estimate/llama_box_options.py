@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gpustack.estimate.gguf_types import GGML_TYPES_BY_NAME
 
@@ -34,10 +35,28 @@ class LlamaBoxOptions:
     swa_full: bool = False
     cache_ram_mib: int | None = None  # --cache-ram; None = not given (engine default 8192 MiB, grows on use)
     ctx_checkpoints: int = 32  # --ctx-checkpoints: saved states per slot for sliding-window/recurrent models
+    kv_offload: bool = True  # -nkvo keeps every layer's KV cache in RAM
+    # Devices: llama.cpp orders RPC servers (in --rpc order) before local GPUs.
+    rpc: list[str] = field(default_factory=list)  # --rpc host:port,...
+    tensor_split: list[float] | None = None  # -ts 3,1: proportions of the offloaded layers per device
+    split_mode: str = "layer"  # -sm none|layer|row|tensor
+    main_gpu: int = 0  # -mg: the device used with --split-mode none
+    # Multimodal projector: loaded on the first local GPU unless --no-mmproj-offload.
+    mmproj: str | None = None  # --mmproj path
+    no_mmproj: bool = False  # --no-mmproj: do not use a projector, not even one found next to the model
+    mmproj_offload: bool = True
+    # Embeddings and reranking: every token of a batch is an output.
+    embeddings: bool = False  # --embeddings, or --reranking
+    pooling: str | None = None  # --pooling none|mean|cls|last|rank; None = the model's own
 
     @property
     def flash_attn_on(self) -> bool:
         return self.flash_attn is not False
+
+    @property
+    def outputs_per_batch(self) -> bool:
+        """Whether the server reserves an output for every token of a ubatch (embeddings and pooling)."""
+        return self.embeddings or self.pooling not in (None, "none")
 
     def kv_bytes_per_element(self, which: str) -> float:
         """Bytes one element of the K ("k") or V ("v") cache takes, e.g. 2 for f16, 34/32 for q8_0."""
@@ -123,9 +142,67 @@ def _set_ctx_checkpoints(options: LlamaBoxOptions, flag: str, value: str | None)
     options.ctx_checkpoints = _int_value(flag, value, 0, " (or 0 to disable)")
 
 
-def _switch(field: str, on: bool) -> Callable[[LlamaBoxOptions, str, str | None], None]:
+def _set_rpc(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
+    servers = [s.strip() for s in (value or "").split(",") if s.strip()]
+    if not servers:
+        got = "nothing" if value is None else repr(value)
+        raise ValueError(f"{flag}: expects RPC servers as host:port,host:port,..., got {got}")
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{flag}: expects RPC servers as host:port,host:port,..., got {server!r}")
+    options.rpc = servers
+
+
+def _set_tensor_split(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
+    # llama.cpp splits on "," and "/" and reads each part with std::stof
+    parts = [p for p in re.split(r"[,/]+", value or "") if p.strip()]
+    try:
+        proportions = [float(p) for p in parts]
+    except ValueError:
+        proportions = []
+    if not proportions or any(p < 0 or p != p or p == float("inf") for p in proportions):
+        got = "nothing" if value is None else repr(value)
+        raise ValueError(f"{flag}: expects proportions per device such as 3,1, got {got}")
+    options.tensor_split = proportions
+
+
+def _set_split_mode(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
+    modes = ("none", "layer", "row", "tensor")
+    if value not in modes:
+        raise ValueError(f"{flag}: expects one of {', '.join(modes)}, got {value!r}")
+    options.split_mode = value
+
+
+def _set_main_gpu(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
+    options.main_gpu = _int_value(flag, value, 0, " (a device index)")
+
+
+def _set_mmproj(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
+    if not value:
+        raise ValueError(f"{flag}: expects the path of a projector file, got nothing")
+    options.mmproj = value
+
+
+def _set_embeddings(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
+    options.embeddings = True
+
+
+def _set_reranking(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
+    options.embeddings = True
+    options.pooling = "rank"
+
+
+def _set_pooling(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
+    kinds = ("none", "mean", "cls", "last", "rank")
+    if value not in kinds:
+        raise ValueError(f"{flag}: expects one of {', '.join(kinds)}, got {value!r}")
+    options.pooling = value
+
+
+def _switch(name: str, on: bool) -> Callable[[LlamaBoxOptions, str, str | None], None]:
     def apply(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
-        setattr(options, field, on)
+        setattr(options, name, on)
 
     return apply
 
@@ -151,6 +228,20 @@ for _names, _setter, _takes in [
     (("-kvu", "--kv-unified"), _switch("kv_unified", True), "none"),
     (("-no-kvu", "--no-kv-unified"), _switch("kv_unified", False), "none"),
     (("--swa-full",), _switch("swa_full", True), "none"),
+    (("-nkvo", "--no-kv-offload"), _switch("kv_offload", False), "none"),
+    (("-kvo", "--kv-offload"), _switch("kv_offload", True), "none"),
+    (("--rpc",), _set_rpc, "required"),
+    (("-ts", "--tensor-split"), _set_tensor_split, "required"),
+    (("-sm", "--split-mode"), _set_split_mode, "required"),
+    (("-mg", "--main-gpu"), _set_main_gpu, "required"),
+    (("-mm", "--mmproj"), _set_mmproj, "required"),
+    (("--no-mmproj", "--no-mmproj-auto"), _switch("no_mmproj", True), "none"),
+    (("--mmproj-auto",), _switch("no_mmproj", False), "none"),
+    (("--no-mmproj-offload",), _switch("mmproj_offload", False), "none"),
+    (("--mmproj-offload",), _switch("mmproj_offload", True), "none"),
+    (("--embedding", "--embeddings"), _set_embeddings, "none"),
+    (("--rerank", "--reranking"), _set_reranking, "none"),
+    (("--pooling",), _set_pooling, "required"),
 ]:
     for _name in _names:
         _FLAGS[_name] = (_setter, _takes)
@@ -196,4 +287,12 @@ def parse_llama_box_options(backend_parameters: list[str]) -> LlamaBoxOptions:
             value = tokens[i].lower()
             i += 1
         setter(options, token, value)
+    return options
+
+
+def with_gpustack_defaults(options: LlamaBoxOptions) -> LlamaBoxOptions:
+    """The options as GPUStack runs llama.cpp's server: its prompt cache (8 GiB of RAM by default, which no
+    claim could honestly cover) is off unless the user sets --cache-ram."""
+    if options.cache_ram_mib is None:
+        options.cache_ram_mib = 0
     return options

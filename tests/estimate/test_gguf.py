@@ -289,3 +289,15 @@ def test_tensor_of_an_unknown_type_is_sized_by_the_gap_to_the_next(tmp_path: Pat
     path.write_bytes(header_bytes + padding + bytes(96 + 32))
     header = read_gguf_header(path)
     assert [(t.name, t.n_bytes) for t in header.tensors] == [("new", 96), ("old", 32)]
+
+
+def test_file_type_names_match_the_reference_package() -> None:
+    from gguf import LlamaFileType
+
+    from gpustack.estimate.gguf_types import LLAMA_FILE_TYPES
+
+    for file_type in LlamaFileType:
+        if file_type != LlamaFileType.GUESSED:
+            assert LLAMA_FILE_TYPES[int(file_type)] == file_type.name.removeprefix("MOSTLY_").removeprefix(
+                "ALL_"
+            )

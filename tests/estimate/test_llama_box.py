@@ -25,6 +25,18 @@ LAYER_BYTES = 2 * 2304 + 2 * 1152 + 3 * 8704 + 2 * 256
 EMBD_BYTES = 64 * 256 * 2  # F16 token_embd
 OUTPUT_BYTES = 64 * 256 * 4 + 256  # F32 output.weight and output_norm
 
+# Its buffers with GPUStack's defaults (ctx 8192 in 4 slots of 2048 cells, ubatch 512, flash attention):
+ACT = 512 * 4 * 64  # one f32 hidden state of a ubatch
+MASK = 512 * 2048 * 2  # the f16 KQ mask of a ubatch over one slot's cells
+CPU_COMPUTE = 512 * 4 * (3 * 128 + 5 * 64) + MASK + 512 * 4 * 64  # feed-forward peak, mask, Q
+OUTPUT_PEAK = 4 * 256 * 4 + MASK + 6 * ACT  # one token's logits per slot
+HOST_COMPUTE = 5 * ACT + MASK  # the CPU's buffer when the layers run on a GPU
+GPU_FIRST_COMPUTE = CPU_COMPUTE - ACT  # a GPU running the first layer
+GPU_COMPUTE = CPU_COMPUTE - 3 * ACT  # a GPU whose layers follow the CPU's or another GPU's
+KV_LAYER = 4 * 2048 * 2 * 16 * 2 * 2  # 4 streams x 2048 cells x 2 KV heads of 16 x (K, V) x f16
+RUNTIME = 40 * MiB + 96 * 256
+OUTPUT_BUFFER = 4 * 256 * 4  # one token's logits per slot
+
 
 # --- options -------------------------------------------------------------------------------------
 
@@ -183,22 +195,33 @@ def test_cpu_only_keeps_everything_in_ram(llama: Path) -> None:
     )
 
 
+def test_buffers_match_the_hand_computed_sizes(llama: Path) -> None:
+    estimate = estimate_llama_box(read_gguf_header(llama), LlamaBoxOptions())
+    assert estimate.kv_cache_bytes == 2 * KV_LAYER
+    assert estimate.compute_bytes == CPU_COMPUTE
+    assert estimate.host_compute_bytes == HOST_COMPUTE
+    assert estimate.runtime_bytes == RUNTIME
+    assert estimate.host_buffers_bytes == OUTPUT_BUFFER
+    weights = EMBD_BYTES + 2 * LAYER_BYTES + OUTPUT_BYTES
+    assert estimate.cpu_only == MemoryNeed(
+        ram=RUNTIME + OUTPUT_BUFFER + weights + 2 * KV_LAYER + CPU_COMPUTE, vram=0
+    )
+
+
 def test_full_offload_leaves_only_the_input_layer_and_host_buffers_in_ram(llama: Path) -> None:
     estimate = estimate_llama_box(read_gguf_header(llama), LlamaBoxOptions())
-    assert estimate.full_offload.vram == (
-        2 * LAYER_BYTES + OUTPUT_BYTES + estimate.kv_cache_bytes + estimate.compute_bytes
-    )
-    assert estimate.full_offload.ram == (
-        EMBD_BYTES + estimate.runtime_bytes + estimate.host_buffers_bytes + estimate.host_compute_bytes
-    )
+    assert estimate.full_offload.vram == 2 * LAYER_BYTES + OUTPUT_BYTES + 2 * KV_LAYER + GPU_FIRST_COMPUTE
+    assert estimate.full_offload.ram == EMBD_BYTES + RUNTIME + OUTPUT_BUFFER + HOST_COMPUTE
 
 
 def test_partial_offload_moves_the_output_layer_first(llama: Path) -> None:
     estimate = estimate_llama_box(read_gguf_header(llama), LlamaBoxOptions())
     assert estimate.offload(0) == MemoryNeed(ram=estimate.cpu_only.ram, vram=0)
-    assert estimate.offload(1).vram == OUTPUT_BYTES + estimate.compute_bytes
-    one_layer = LAYER_BYTES + estimate.kv_cache_bytes // 2
-    assert estimate.offload(2).vram == OUTPUT_BYTES + one_layer + estimate.compute_bytes
+    # the CPU still runs both layers with its full compute buffer; the GPU runs the output layer
+    assert estimate.offload(1) == MemoryNeed(
+        ram=estimate.cpu_only.ram - OUTPUT_BYTES, vram=OUTPUT_BYTES + GPU_COMPUTE
+    )
+    assert estimate.offload(2).vram == OUTPUT_BYTES + LAYER_BYTES + KV_LAYER + GPU_COMPUTE
     assert estimate.offload(99) == estimate.full_offload
 
 
@@ -254,20 +277,21 @@ def test_tied_output_needs_a_copy_of_the_embeddings_on_the_gpu(tmp_path: Path) -
     layers = 6 * LAYER_BYTES - 6 * (2 * 1152) + 6 * (2 * 576)  # k/v are 64x16 with one KV head
     assert estimate.weights_bytes == EMBD_BYTES + layers + 256
     assert estimate.full_offload.vram == (
-        layers + 256 + EMBD_BYTES + estimate.kv_cache_bytes + estimate.compute_bytes
+        layers + 256 + EMBD_BYTES + estimate.kv_cache_bytes + estimate.compute_bytes - ACT
     )
 
 
-def test_sliding_window_checkpoints_are_counted_now_and_as_growth(tmp_path: Path) -> None:
+def test_sliding_window_checkpoints_are_counted_as_growth(tmp_path: Path) -> None:
     header = read_gguf_header(_gemma3(tmp_path / "gemma3.gguf"))
     checkpoint = 128 * 5 * (32 + 32) * 2  # the window of the 5 sliding-window layers, f16
     estimate = estimate_llama_box(header, LlamaBoxOptions(cache_ram_mib=0))
-    # each of the 4 slots holds 2 checkpoints of its current prompt, and may keep 30 more
-    assert estimate.host_buffers_bytes == 4 * 256 * 4 + 4 * 2 * checkpoint
-    assert estimate.growth_bytes == 4 * 30 * checkpoint
+    # each of the 4 slots may keep 32 checkpoints along its prompts; none exists before a long prompt
+    assert estimate.host_buffers_bytes == 4 * 256 * 4
+    assert estimate.growth_bytes == 4 * 32 * checkpoint
     default = estimate_llama_box(header, LlamaBoxOptions())
     assert default.growth_bytes == estimate.growth_bytes + 8192 * MiB  # --cache-ram's default
-    assert "; cached prompts may add up to 8201.4 MiB of RAM while serving" in default.describe()
+    expected = "; the prompt cache and checkpoints may add up to 8202.0 MiB of RAM while serving"
+    assert expected in default.describe()
     options = parse_llama_box_options(["--ctx-checkpoints", "0", "-cram", "0"])
     assert estimate_llama_box(header, options).growth_bytes == 0
 
