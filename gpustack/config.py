@@ -290,6 +290,15 @@ FLAGS: tuple[Flag, ...] = (
     Flag("service_port_range", _parse_port_range, "Ports for inference engines, N1-N2.", "40000-40063"),
     Flag("disable_rpc_servers", _parse_bool, "Do not start llama.cpp RPC servers.", False, is_switch=True),
     Flag(
+        "rpc_server_port_range",
+        _parse_port_range,
+        "Ports for llama.cpp RPC servers (one per GPU), N1-N2.",
+        "40064-40095",
+    ),
+    Flag(
+        "enable_ray", _parse_bool, "Let vLLM run across several workers through Ray.", False, is_switch=True
+    ),
+    Flag(
         "heartbeat_interval",
         _parse_positive_float,
         "Seconds between a worker's heartbeats; three missed make it not_ready.",
@@ -325,6 +334,8 @@ class Config:
     system_reserved: SystemReserved = field(default_factory=SystemReserved)
     service_port_range: tuple[int, int] = (40000, 40063)
     disable_rpc_servers: bool = False
+    rpc_server_port_range: tuple[int, int] = (40064, 40095)
+    enable_ray: bool = False
     heartbeat_interval: float = 5.0
     resources: list[GPUDevice] = field(default_factory=list)
 

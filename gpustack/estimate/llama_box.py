@@ -85,6 +85,7 @@ class LlamaBoxEstimate:
     rpc_devices: int = 0  # the first devices of a placement are these RPC servers (--rpc)
     embeddings: bool = False
     split_mode: str = "layer"  # with "none" llama.cpp keeps only the main GPU: no pipeline parallelism
+    _table: list[OffloadRow] | None = field(default=None, repr=False, compare=False)
 
     def split(
         self,
@@ -167,12 +168,15 @@ class LlamaBoxEstimate:
         return MemoryNeed(ram=placed.ram, vram=placed.vram[0])
 
     def table(self) -> list[OffloadRow]:
-        """RAM and VRAM with 0, 1, ... total_layers layers offloaded to one device."""
-        rows = []
-        for n in range(self.total_layers + 1):
-            need = self.offload(n)
-            rows.append(OffloadRow(layers=n, ram=need.ram, vram=need.vram))
-        return rows
+        """RAM and VRAM with 0, 1, ... total_layers layers offloaded to one device (computed once: the
+        scheduler asks for it on every partial-offload decision)."""
+        if self._table is None:
+            rows = []
+            for n in range(self.total_layers + 1):
+                need = self.offload(n)
+                rows.append(OffloadRow(layers=n, ram=need.ram, vram=need.vram))
+            self._table = rows
+        return list(self._table)
 
     def split_for_options(self, options: LlamaBoxOptions, n_devices: int) -> list[int]:
         """Layers per device that llama.cpp picks from -ngl, --tensor-split and --split-mode.

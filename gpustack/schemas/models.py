@@ -18,6 +18,9 @@ class SourceEnum(str, Enum):
 
 class BackendEnum(str, Enum):
     LLAMA_BOX = "llama-box"
+    VLLM = "vllm"
+    VOX_BOX = "vox-box"
+    ASCEND_MINDIE = "ascend-mindie"
 
 
 class PlacementStrategy(str, Enum):
@@ -118,10 +121,16 @@ def check_source_fields(spec: ModelSpec) -> None:
     if spec.source == SourceEnum.LOCAL_PATH:
         if not spec.local_path:
             raise ValueError("local_path is required when source is local_path")
-        if spec.backend == BackendEnum.LLAMA_BOX and not spec.local_path.lower().endswith(".gguf"):
+        is_gguf = spec.local_path.lower().endswith(".gguf")
+        if spec.backend == BackendEnum.LLAMA_BOX and not is_gguf:
             raise ValueError(
                 "the llama-box backend needs the absolute path of a .gguf file "
                 "(for a sharded model, the first shard, -00001-of-0000N.gguf)"
+            )
+        if spec.backend in (BackendEnum.VLLM, BackendEnum.ASCEND_MINDIE) and is_gguf:
+            raise ValueError(
+                f"the {spec.backend.value} backend needs the absolute path of a model directory "
+                "with config.json and *.safetensors files; use llama-box for .gguf files"
             )
 
 
@@ -184,6 +193,23 @@ class ResourceClaim(BaseModel):
     total_layers: int = 0
 
 
+class SubordinateWorker(BaseModel):
+    """Another worker that serves part of a distributed instance (llama.cpp RPC servers, Ray workers)."""
+
+    worker_id: int
+    worker_name: str
+    worker_ip: str
+    gpu_indexes: list[int]
+    claim: ResourceClaim
+
+
+class PlacementDetail(BaseModel):
+    """How the scheduler placed an instance, and the engine arguments that placement implies."""
+
+    mode: str
+    engine: dict[str, str] = Field(default_factory=dict)
+
+
 class ModelInstancePublic(BaseModel):
     id: int
     name: str
@@ -200,6 +226,8 @@ class ModelInstancePublic(BaseModel):
     last_restart_at: datetime | None
     computed_resource_claim: ResourceClaim | None
     gpu_indexes: list[int]
+    subordinate_workers: list[SubordinateWorker] = Field(default_factory=list)
+    placement: PlacementDetail | None = None
     resolved_path: str | None
     created_at: datetime
     updated_at: datetime

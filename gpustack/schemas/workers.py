@@ -101,6 +101,8 @@ class WorkerStatus(BaseModel):
     kernel: KernelInfo = Field(default_factory=KernelInfo)
     uptime: UptimeInfo = Field(default_factory=UptimeInfo)
     gpu_devices: list[GPUDevice] = Field(default_factory=list)
+    # GPU index → port of the llama.cpp RPC server that lends that GPU to other workers' instances.
+    rpc_servers: dict[int, int] = Field(default_factory=dict)
 
 
 class SystemReserved(BaseModel):

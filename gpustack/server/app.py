@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gpustack import __version__
 from gpustack.server import errors
-from gpustack.server.api import api_keys, auth, instances, models, system, users, workers
+from gpustack.server.api import api_keys, auth, evaluations, instances, models, system, users, workers
 from gpustack.server.auth import ApiKeyCache
 from gpustack.server.context import ServerContext
 from gpustack.server.gateway import routes as gateway
@@ -42,7 +42,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, errors.handle_http_exception)
     app.add_exception_handler(StaleDataError, errors.handle_stale_data)
     app.add_exception_handler(gateway.OpenAIError, _handle_openai_error)
-    for module in (system, auth, users, api_keys, workers, models, instances):
+    for module in (system, auth, users, api_keys, workers, models, instances, evaluations):
         app.include_router(module.router)
     app.include_router(gateway.build_router())
     return app

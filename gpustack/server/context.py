@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gpustack.config import Config
 from gpustack.server.bus import EventBus
+from gpustack.server.requirements import Requirements
 
 
 @dataclass
@@ -25,6 +26,8 @@ class ServerContext:
     started_at: float = field(default_factory=time.time)
     # Set whenever something may let a pending instance fit: a model changed, a worker joined, memory freed.
     schedule_wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    # Model requirements from file headers, shared by the scheduler and model evaluations.
+    requirements: Requirements = field(default_factory=Requirements)
 
     def session(self) -> AsyncSession:
         return self.sessions()

@@ -22,11 +22,12 @@ from gpustack.server.controllers import instances as instance_controller
 from gpustack.server.controllers import models as model_controller
 from gpustack.server.controllers import workers as worker_controller
 from gpustack.server.controllers.loop import reconcile_forever
-from gpustack.server.controllers.scheduler import Estimates, schedule_pending
+from gpustack.server.controllers.scheduler import schedule_pending
 from gpustack.server.db import events
 from gpustack.server.db.engine import create_engine, session_factory
 from gpustack.server.db.migrate import upgrade_to_head
 from gpustack.server.db.tables import UserRow
+from gpustack.server.requirements import Requirements
 from gpustack.utils.uvicorn_server import bind_socket, make_server
 
 logger = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class Server:
             http=http,
             cluster_token=token,
             session_secret=session_secret,
+            requirements=Requirements(ray_enabled=config.enable_ray),
         )
         return self.ctx
 
@@ -140,12 +142,26 @@ class Server:
             await _until_stop_or_exit(stop, serving)
         finally:
             server.should_exit = True
-            for task in controllers:
-                task.cancel()
-            await asyncio.gather(*controllers, return_exceptions=True)
+            await _cancel_all(controllers)
             await serving
             await ctx.http.aclose()
-            await ctx.engine.dispose()
+            try:
+                await asyncio.wait_for(ctx.engine.dispose(), 10)
+            except asyncio.TimeoutError:
+                logger.warning("the database connections did not close within 10s")
+
+
+async def _cancel_all(tasks: list[asyncio.Task]) -> None:
+    """Cancel and wait, bounded: a task that swallows one cancellation (a driver mid-query can) is
+    cancelled again rather than holding up shutdown."""
+    pending = set(tasks)
+    for _ in range(3):
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=5)
+        if not pending:
+            return
+    logger.warning("controllers still running at shutdown: %s", ", ".join(t.get_name() for t in pending))
 
 
 async def _until_stop_or_exit(stop: asyncio.Event, serving: asyncio.Task) -> None:
@@ -155,8 +171,9 @@ async def _until_stop_or_exit(stop: asyncio.Event, serving: asyncio.Task) -> Non
 
 
 async def _scheduler_loop(ctx: ServerContext) -> None:
-    estimates = Estimates()
-    await reconcile_forever("scheduler", lambda: schedule_pending(ctx, estimates), 10.0, ctx.schedule_wanted)
+    await reconcile_forever(
+        "scheduler", lambda: schedule_pending(ctx, ctx.requirements), 10.0, ctx.schedule_wanted
+    )
 
 
 async def _wake_on_changes(ctx: ServerContext) -> None:

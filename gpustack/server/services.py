@@ -26,12 +26,28 @@ def return_to_pending(row: ModelInstanceRow, message: str) -> None:
     row.pid = None
     row.gpu_indexes = []
     row.computed_resource_claim = None
+    row.subordinate_workers = []
+    row.placement = None
     set_instance_state(row, ModelInstanceState.PENDING, message)
 
 
-async def instances_on_worker(session: AsyncSession, worker_id: int) -> list[ModelInstanceRow]:
-    result = await session.execute(select(ModelInstanceRow).where(ModelInstanceRow.worker_id == worker_id))
-    return list(result.scalars())
+async def instances_on_worker(
+    session: AsyncSession, worker_id: int, include_lent: bool = False
+) -> list[ModelInstanceRow]:
+    """Instances the worker runs; with `include_lent`, also those it lends GPUs to (as a subordinate),
+    which cannot work without it either."""
+    if not include_lent:
+        result = await session.execute(
+            select(ModelInstanceRow).where(ModelInstanceRow.worker_id == worker_id)
+        )
+        return list(result.scalars())
+    placed = await session.execute(select(ModelInstanceRow).where(ModelInstanceRow.worker_id.is_not(None)))
+    return [
+        row
+        for row in placed.scalars()
+        if row.worker_id == worker_id
+        or any(p["worker_id"] == worker_id for p in row.subordinate_workers or [])
+    ]
 
 
 def set_worker_state(row: WorkerRow, state: WorkerState, message: str = "") -> None:

@@ -19,6 +19,7 @@ from gpustack.worker.api import create_worker_app
 from gpustack.worker.client import ServerClient, ServerError
 from gpustack.worker.detect import GPUDetection, combine, default_detectors, detect_gpus
 from gpustack.worker.detect.system import detect_system
+from gpustack.worker.rpc import RpcServers
 from gpustack.worker.serve import ServeManager
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class Worker:
         # heartbeats report the last result instead of waiting for them.
         self.detection = GPUDetection()
         self._detected = asyncio.Event()
+        self.rpc_servers = RpcServers(config, lambda: self.detection.devices, self.ip)
         self.serve = ServeManager(config, self._current_id, self.client, lambda: self.detection.devices)
 
     def _current_id(self) -> int:
@@ -122,6 +124,7 @@ class Worker:
         status.memory.allocated = sum(claim.ram for claim in claims)
         for device in status.gpu_devices:
             device.memory.allocated = sum(claim.vram.get(device.index, 0) for claim in claims)
+        status.rpc_servers = self.rpc_servers.ports()
         if detection.errors:
             message = "GPU detection failed: " + "; ".join(detection.errors)
             return WorkerStatusReport(status=status, state_message=message, healthy=False)
@@ -234,6 +237,7 @@ class Worker:
                     asyncio.create_task(self._watch(stop), name="watch"),
                     asyncio.create_task(self._resync(stop), name="resync"),
                     asyncio.create_task(self._detect_forever(stop), name="detect"),
+                    asyncio.create_task(self.rpc_servers.run(stop), name="rpc-servers"),
                 ]
                 await stop.wait()
         finally:

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +19,7 @@ from gpustack.schemas.workers import GPUDevice
 from gpustack.utils.network import port_is_free
 from gpustack.worker.client import ServerClient
 from gpustack.worker.engines import llama_box
+from gpustack.worker.process import start_logged, terminate
 
 logger = logging.getLogger(__name__)
 
@@ -54,16 +51,6 @@ def tail_lines(path: Path, count: int) -> list[str]:
     except OSError:
         return []
     return data.decode(errors="replace").splitlines()[-count:]
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: on Linux, get SIGTERM if the worker dies, so no engine is orphaned."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    os.setpgrp()
 
 
 @dataclass
@@ -133,14 +120,21 @@ class ServeManager:
             self._start(instance)
 
     def claims(self) -> list[ResourceClaim]:
-        """What the instances assigned here claim, for the status this worker reports."""
-        return [
-            ResourceClaim.model_validate(instance["computed_resource_claim"])
-            for instance in self._view.values()
-            if instance.get("computed_resource_claim") and instance["worker_id"] == self._worker_id()
-        ]
+        """What the instances assigned here claim, for the status this worker reports: those it runs,
+        and its share of those it lends GPUs to through its RPC servers."""
+        me = self._worker_id()
+        found = []
+        for instance in self._view.values():
+            if instance["worker_id"] == me and instance.get("computed_resource_claim"):
+                found.append(ResourceClaim.model_validate(instance["computed_resource_claim"]))
+            for part in instance.get("subordinate_workers") or []:
+                if part["worker_id"] == me:
+                    found.append(ResourceClaim.model_validate(part["claim"]))
+        return found
 
-    def _visible_devices(self, gpu_indexes: list[int]) -> dict[str, str]:
+    def _layout(self, instance: dict[str, Any]) -> tuple[llama_box.Layout, dict[str, str]]:
+        """The engine's layer layout (from its placement) and the variables that show it only its GPUs."""
+        gpu_indexes: list[int] = instance["gpu_indexes"]
         devices = {device.index: device for device in self._devices()}
         assigned = [devices[index] for index in gpu_indexes if index in devices]
         if len(assigned) != len(gpu_indexes):
@@ -148,8 +142,10 @@ class ServeManager:
         types = {device.type.value for device in assigned}
         if len(types) > 1:
             raise RuntimeError(f"GPUs {gpu_indexes} are of different kinds ({', '.join(sorted(types))})")
+        engine = (instance.get("placement") or {}).get("engine", {})
+        layout = llama_box.Layout.of(engine, bool(assigned))
         ids = [device.visible_id or str(device.index) for device in assigned]
-        return llama_box.visible_devices_env(types.pop() if types else None, ids)
+        return layout, llama_box.visible_devices_env(types.pop() if types else None, ids)
 
     def resync(self) -> None:
         """Reconcile again against the last view: for the periodic check and after an engine stops."""
@@ -198,16 +194,7 @@ class ServeManager:
         self._spawn(self._terminate(engine))
 
     async def _terminate(self, engine: RunningEngine, grace: float = 10.0) -> None:
-        process = engine.process
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), grace)
-            except asyncio.TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
+        await terminate(engine.process, grace)
         if engine.task is not None and not engine.task.done():
             engine.task.cancel()
         if self.engines.get(engine.instance_id) is engine:
@@ -267,6 +254,14 @@ class ServeManager:
         if not await self._send(engine, ModelInstanceState.INITIALIZING, "preparing the engine"):
             return
         spec = await self._client.get_model(instance["model_id"])
+        if spec["backend"] != "llama-box":
+            await self._send(
+                engine,
+                ModelInstanceState.ERROR,
+                f"this worker cannot run the {spec['backend']} backend yet; only llama-box engines are "
+                "implemented (the model was placed, so its memory estimate and placement are real)",
+            )
+            return
         path = spec["local_path"]
         if not await asyncio.to_thread(os.path.isfile, path):
             await self._send(
@@ -291,31 +286,13 @@ class ServeManager:
             )
             return
         engine.port = port
+        layout, visible = self._layout(instance)
         command = llama_box.build_command(
-            executable,
-            path,
-            port,
-            instance["model_name"],
-            spec["backend_parameters"],
-            instance["gpu_indexes"],
+            executable, path, port, instance["model_name"], spec["backend_parameters"], layout
         )
-        env = {**os.environ, **spec.get("env", {})}
-        env.update(self._visible_devices(instance["gpu_indexes"]))
+        env = {**os.environ, **spec.get("env", {}), **visible}
         log_path = serve_log_path(self.config.log_dir, engine.instance_id)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = await asyncio.to_thread(open, log_path, "ab")
-        with log:
-            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            log.write(f"==== {stamp} gpustack starts: {' '.join(command)}\n".encode())
-            log.flush()
-            engine.process = await asyncio.create_subprocess_exec(
-                *command,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                env=env,
-                preexec_fn=_die_with_parent if os.name != "nt" else None,
-            )
+        engine.process = await start_logged(command, env, log_path)
         logger.info(
             "model instance %s: started %s (pid %d, port %d) from %s",
             engine.name,

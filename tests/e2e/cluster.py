@@ -120,9 +120,11 @@ class Cluster:
     ) -> GpustackProcess:
         token = (self.root / "server" / "token").read_text().strip()
         low, high = free_port_range(8)
+        rpc_low, rpc_high = free_port_range(4)
         args = [
             "--server-url", self.url, "--token", token, "--worker-name", name, "--worker-ip", "127.0.0.1",
             "--worker-port", str(free_port()), "--service-port-range", f"{low}-{high}",
+            "--rpc-server-port-range", f"{rpc_low}-{rpc_high}",
         ]  # fmt: skip
         if config_yaml:
             config_file = self.root / f"{name}.yaml"

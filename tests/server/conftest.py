@@ -67,7 +67,7 @@ async def server(tmp_path: Path, database_url: str, clean_env: None) -> AsyncIte
     assert instance.ctx is not None
     yield RunningServer(url, instance.config, instance.ctx)
     stop.set()
-    await asyncio.wait_for(task, 30)
+    await asyncio.wait_for(task, 60)
 
 
 async def login(client: httpx.AsyncClient, username: str = "admin", password: str = ADMIN_PASSWORD) -> None:

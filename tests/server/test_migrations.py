@@ -46,3 +46,43 @@ async def test_upgrading_again_keeps_the_data(database_url: str) -> None:
         assert names == ["keep"]
     finally:
         await engine.dispose()
+
+
+async def test_upgrading_from_the_first_release_keeps_instances_and_fills_new_columns(
+    database_url: str,
+) -> None:
+    from alembic import command
+
+    from gpustack.server.db.migrate import alembic_config
+
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync), "0001"))
+            now = "CURRENT_TIMESTAMP"
+            await connection.execute(
+                text(
+                    "INSERT INTO models (name, description, source, local_path, backend, backend_parameters, "
+                    "env, replicas, ready_replicas, placement_strategy, worker_selector, cpu_offloading, "
+                    "distributed_inference_across_workers, restart_on_error, created_at, updated_at) VALUES "
+                    f"('m', '', 'local_path', '/m.gguf', 'llama-box', '[]', '{{}}', 1, 0, 'spread', '{{}}', "
+                    f"true, true, true, {now}, {now})"
+                )
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO model_instances (name, model_id, model_name, state, state_message, "
+                    "state_changed_at, restart_count, gpu_indexes, version, created_at, updated_at) VALUES "
+                    f"('m-1', 1, 'm', 'running', '', {now}, 0, '[0]', 1, {now}, {now})"
+                )
+            )
+        await upgrade_to_head(engine)
+        async with engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    text("SELECT name, subordinate_workers, placement FROM model_instances")
+                )
+            ).one()
+        assert row[0] == "m-1" and row[1] in ([], "[]") and row[2] is None
+    finally:
+        await engine.dispose()

@@ -9,6 +9,7 @@ import pytest
 from gpustack.worker.engines.llama_box import (
     Executable,
     ExecutableNotFound,
+    Layout,
     build_command,
     normalize_parameters,
     resolve_executable,
@@ -26,19 +27,21 @@ def test_parameters_with_equals_or_space_become_separate_arguments() -> None:
 
 
 def test_faq_defaults_apply_unless_the_user_sets_them() -> None:
-    command = build_command(SERVER, "/m.gguf", 40000, "smol", [], [])
+    command = build_command(SERVER, "/m.gguf", 40000, "smol", [], Layout.of({}, False))
     assert command[command.index("--ctx-size") + 1] == "8192"
     assert command[command.index("--parallel") + 1] == "4"
     assert command[command.index("--n-gpu-layers") + 1] == "0"
     assert command[command.index("--host") + 1] == "127.0.0.1"
     assert command[command.index("--cache-ram") + 1] == "0"  # no unclaimed prompt cache
     given = ["--ctx-size=2048", "-np", "1", "-cram", "64"]
-    user = build_command(SERVER, "/m.gguf", 40000, "smol", given, [0])
+    user = build_command(SERVER, "/m.gguf", 40000, "smol", given, Layout.of({}, True))
     assert user.count("--ctx-size") == 1 and user[user.index("--ctx-size") + 1] == "2048"
     assert "--parallel" not in user and user[user.index("-np") + 1] == "1"
     assert user[user.index("--n-gpu-layers") + 1] == "999"
     assert "--cache-ram" not in user
-    llama_box = build_command(Executable("/usr/bin/llama-box", "PATH"), "/m.gguf", 40000, "smol", [], [])
+    llama_box = build_command(
+        Executable("/usr/bin/llama-box", "PATH"), "/m.gguf", 40000, "smol", [], Layout.of({}, False)
+    )
     assert "--cache-ram" not in llama_box  # a flag only llama.cpp's own server knows
 
 
@@ -68,3 +71,16 @@ def test_tail_reads_only_the_last_lines(tmp_path: Path) -> None:
     assert tail_lines(log, 3) == ["line 99997", "line 99998", "line 99999"]
     assert tail_lines(log, 0) == []
     assert tail_lines(tmp_path / "missing.log", 5) == []
+
+
+def test_a_distributed_placement_becomes_ngl_tensor_split_and_rpc_in_device_order() -> None:
+    engine = {"gpu_layers": "81", "tensor_split": "32,32,17", "rpc": "10.0.0.2:40064,10.0.0.3:40064"}
+    layout = Layout.of(engine, True)
+    command = build_command(SERVER, "/m.gguf", 40000, "big", [], layout)
+    assert command[command.index("--n-gpu-layers") + 1] == "81"
+    assert command[command.index("--tensor-split") + 1] == "32,32,17"  # two RPC devices, then the local GPU
+    assert command[command.index("--rpc") + 1] == "10.0.0.2:40064,10.0.0.3:40064"
+    partial = build_command(SERVER, "/m.gguf", 40000, "big", [], Layout.of({"gpu_layers": "40"}, True))
+    assert partial[partial.index("--n-gpu-layers") + 1] == "40" and "--rpc" not in partial
+    mine = build_command(SERVER, "/m.gguf", 40000, "big", ["-ts", "1,1"], layout)
+    assert mine.count("-ts") == 1 and "--tensor-split" not in mine  # the user's own choice wins

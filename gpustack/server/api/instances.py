@@ -47,17 +47,29 @@ async def list_instances(
         async with ctx.session() as session:
             return await paginate(session, statement, params, ModelInstancePublic)
 
-    async def snapshot() -> list[dict[str, Any]]:
-        async with ctx.session() as session:
-            rows = (await session.execute(statement)).scalars().all()
-            return [ModelInstancePublic.model_validate(row).model_dump(mode="json") for row in rows]
+    def involves(data: dict[str, Any]) -> bool:
+        """A watching worker sees the instances it runs and those it lends GPUs to (their claims are its)."""
+        return data["worker_id"] == worker_id or any(
+            part["worker_id"] == worker_id for part in data.get("subordinate_workers") or []
+        )
 
     def matches(data: dict[str, Any]) -> bool:
         return (
             (model_id is None or data["model_id"] == model_id)
-            and (worker_id is None or data["worker_id"] == worker_id)
+            and (worker_id is None or involves(data))
             and (state is None or data["state"] == state.value)
         )
+
+    async def snapshot() -> list[dict[str, Any]]:
+        # With a worker filter, subordinate parts are in JSON, which SQL cannot filter the same way on
+        # every database: read the placed instances and filter here.
+        query = statement
+        if worker_id is not None:
+            query = select(ModelInstanceRow).where(ModelInstanceRow.worker_id.is_not(None))
+        async with ctx.session() as session:
+            rows = (await session.execute(query)).scalars().all()
+            items = [ModelInstancePublic.model_validate(row).model_dump(mode="json") for row in rows]
+        return [item for item in items if matches(item)]
 
     return watch_response(ctx, ModelInstanceRow.__tablename__, snapshot, matches)
 

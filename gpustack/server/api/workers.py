@@ -72,7 +72,7 @@ async def delete_worker(request: Request, worker_id: int) -> None:
     ctx = context(request)
     async with ctx.session() as session:
         worker = await get_or_404(session, WorkerRow, worker_id, "worker")
-        for instance in await instances_on_worker(session, worker_id):
+        for instance in await instances_on_worker(session, worker_id, include_lent=True):
             return_to_pending(instance, f"worker {worker.name} was removed; placing the instance again")
         await session.delete(worker)
         await session.commit()

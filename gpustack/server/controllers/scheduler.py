@@ -1,93 +1,41 @@
-"""The scheduler's shell: estimate pending instances, snapshot the cluster, place, and record the result."""
+"""The scheduler's shell: snapshot the cluster from the database, place pending instances, record it."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from gpustack.estimate.gguf import GGUFError, read_gguf_shards
-from gpustack.estimate.llama_box import estimate_llama_box, parse_llama_box_options
+from gpustack.scheduler.candidates import NoPlacement, Placement
 from gpustack.scheduler.cluster import GPUSnapshot, WorkerSnapshot
-from gpustack.scheduler.place import MemoryRequirement, NoPlacement, PlacementRequest, place
-from gpustack.schemas.models import ModelInstanceState, PlacementStrategy, ResourceClaim
+from gpustack.scheduler.place import PlacementRequest, place
+from gpustack.schemas.models import (
+    ModelInstanceState,
+    ModelSpec,
+    PlacementDetail,
+    PlacementStrategy,
+    ResourceClaim,
+    SubordinateWorker,
+)
 from gpustack.schemas.workers import SystemReserved, WorkerStatus
 from gpustack.server.context import ServerContext
 from gpustack.server.db.tables import ModelInstanceRow, ModelRow, WorkerRow
+from gpustack.server.requirements import EstimateError, Requirement, Requirements
 from gpustack.server.services import set_instance_state
 
 logger = logging.getLogger(__name__)
 
 
-class EstimateError(Exception):
-    """The model cannot be estimated (file unreadable, bad parameters); the message says what to fix."""
-
-
-@dataclass(frozen=True)
-class _EstimateKey:
-    path: str
-    size: int
-    mtime: float
-    parameters: tuple[str, ...]
-
-
-class Estimates:
-    """Memory requirements per model, computed from its file header once per (file, parameters)."""
-
-    def __init__(self) -> None:
-        self._cache: dict[_EstimateKey, MemoryRequirement] = {}
-
-    async def requirement(self, model: ModelRow) -> MemoryRequirement:
-        return await asyncio.to_thread(
-            self._requirement_blocking, model.local_path or "", model.backend_parameters
-        )
-
-    def _requirement_blocking(self, path: str, parameters: list[str]) -> MemoryRequirement:
-        try:
-            stat = os.stat(path)
-        except OSError as exc:
-            raise EstimateError(
-                f"cannot read {path} on the server to estimate its memory ({exc.strerror}); "
-                "the file must exist at this absolute path on the server and on the worker"
-            ) from None
-        key = _EstimateKey(path, stat.st_size, stat.st_mtime, tuple(parameters))
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        try:
-            options = parse_llama_box_options(parameters)
-        except ValueError as exc:
-            raise EstimateError(f"backend parameters: {exc}") from None
-        if options.cache_ram_mib is None:
-            options.cache_ram_mib = 0  # the worker turns the prompt cache off unless the user sets it
-        try:
-            shards = read_gguf_shards(path)
-        except GGUFError as exc:
-            raise EstimateError(str(exc)) from None
-        estimate = estimate_llama_box(shards[0], options, shards)
-        # Memory the engine may add while serving (prompt cache, context checkpoints) is claimed up front.
-        requirement = MemoryRequirement(
-            cpu_only_ram=estimate.cpu_only.ram + estimate.growth_bytes,
-            gpu_ram=estimate.full_offload.ram + estimate.growth_bytes,
-            gpu_vram=estimate.full_offload.vram,
-            total_layers=estimate.total_layers,
-            description=estimate.describe(),
-        )
-        if len(self._cache) > 1000:
-            self._cache.clear()
-        self._cache[key] = requirement
-        return requirement
-
-
-def _snapshot(worker: WorkerRow) -> WorkerSnapshot:
+def worker_snapshot(worker: WorkerRow) -> WorkerSnapshot:
     status = WorkerStatus.model_validate(worker.status or {})
     reserved = SystemReserved.model_validate(worker.system_reserved or {})
     return WorkerSnapshot(
         id=worker.id,
         name=worker.name,
+        ip=worker.ip,
         state=worker.state,
         state_message=worker.state_message,
         labels=dict(worker.labels or {}),
@@ -96,14 +44,73 @@ def _snapshot(worker: WorkerRow) -> WorkerSnapshot:
         unified_memory=status.memory.is_unified_memory,
         gpus=[
             GPUSnapshot(
-                index=gpu.index, id=gpu.id, name=gpu.name, total=gpu.memory.total, reserved=reserved.vram
+                index=gpu.index,
+                id=gpu.id,
+                name=gpu.name,
+                type=gpu.type.value,
+                vendor=gpu.vendor,
+                total=gpu.memory.total,
+                reserved=reserved.vram,
+                rpc_port=status.rpc_servers.get(gpu.index),
             )
             for gpu in status.gpu_devices
         ],
     )
 
 
-async def schedule_pending(ctx: ServerContext, estimates: Estimates) -> None:
+def claims_of(instance: ModelInstanceRow) -> Iterable[tuple[int, ResourceClaim]]:
+    """(worker id, claim) for every worker the instance holds memory on: its own and subordinates'."""
+    if instance.worker_id is not None and instance.computed_resource_claim:
+        yield instance.worker_id, ResourceClaim.model_validate(instance.computed_resource_claim)
+    for subordinate in instance.subordinate_workers or []:
+        yield subordinate["worker_id"], ResourceClaim.model_validate(subordinate["claim"])
+
+
+async def cluster_snapshot(session: AsyncSession) -> list[WorkerSnapshot]:
+    """Every worker with the claims of every placed instance counted, in any state."""
+    workers = (await session.execute(select(WorkerRow).order_by(WorkerRow.id))).scalars().all()
+    snapshots = {worker.id: worker_snapshot(worker) for worker in workers}
+    placed = await session.execute(select(ModelInstanceRow).where(ModelInstanceRow.worker_id.is_not(None)))
+    for instance in placed.scalars():
+        for worker_id, claim in claims_of(instance):
+            if worker_id in snapshots:
+                snapshots[worker_id].add_claim(claim)
+        if (instance.placement or {}).get("mode") == "rpc":
+            for part in instance.subordinate_workers or []:
+                if part["worker_id"] in snapshots:
+                    snapshots[part["worker_id"]].rpc_lent.update(part["gpu_indexes"])
+    return list(snapshots.values())
+
+
+def placement_request(spec: ModelSpec, name: str, requirement: Requirement) -> PlacementRequest:
+    return PlacementRequest(
+        model_name=name,
+        backend=spec.backend.value,
+        need=requirement.need,
+        placement_strategy=PlacementStrategy(spec.placement_strategy),
+        worker_selector=dict(spec.worker_selector or {}),
+        gpu_ids=tuple(spec.gpu_selector.gpu_ids) if spec.gpu_selector else (),
+        cpu_offloading=spec.cpu_offloading,
+        distributed_inference_across_workers=spec.distributed_inference_across_workers,
+        description=requirement.description,
+    )
+
+
+@dataclass
+class Outcome:
+    placement: Placement | NoPlacement
+    requirement: Requirement
+
+
+async def evaluate(
+    spec: ModelSpec, name: str, workers: list[WorkerSnapshot], requirements: Requirements
+) -> Outcome:
+    """Where the model would go now (or why nowhere). Raises EstimateError when it cannot be estimated."""
+    requirement = await requirements.of(spec)
+    return Outcome(place(placement_request(spec, name, requirement), workers), requirement)
+
+
+async def schedule_pending(ctx: ServerContext, requirements: Requirements) -> None:
     async with ctx.session() as session:
         pending = (
             (
@@ -118,61 +125,52 @@ async def schedule_pending(ctx: ServerContext, estimates: Estimates) -> None:
         )
         if not pending:
             return
-        workers = (await session.execute(select(WorkerRow).order_by(WorkerRow.id))).scalars().all()
-        snapshots = {worker.id: _snapshot(worker) for worker in workers}
-        placed = (
-            await session.execute(select(ModelInstanceRow).where(ModelInstanceRow.worker_id.is_not(None)))
-        ).scalars()
-        for instance in placed:
-            if instance.worker_id in snapshots and instance.computed_resource_claim:
-                snapshots[instance.worker_id].add_claim(
-                    ResourceClaim.model_validate(instance.computed_resource_claim)
-                )
+        workers = await cluster_snapshot(session)
         models = {m.id: m for m in (await session.execute(select(ModelRow))).scalars().all()}
         for instance in pending:
             model = models.get(instance.model_id)
-            if model is None:
-                continue
-            worker_ips = {worker.id: worker.ip for worker in workers}
-            await _schedule_one(instance, model, list(snapshots.values()), worker_ips, estimates)
+            if model is not None:
+                await _schedule_one(instance, model, workers, requirements)
         await session.commit()
 
 
 async def _schedule_one(
-    instance: ModelInstanceRow,
-    model: ModelRow,
-    workers: list[WorkerSnapshot],
-    worker_ips: dict[int, str],
-    estimates: Estimates,
+    instance: ModelInstanceRow, model: ModelRow, workers: list[WorkerSnapshot], requirements: Requirements
 ) -> None:
+    spec = ModelSpec.model_validate(model, from_attributes=True)
     try:
-        requirement = await estimates.requirement(model)
+        outcome = await evaluate(spec, model.name, workers, requirements)
     except EstimateError as exc:
         _set_pending_message(instance, str(exc))
         return
-    request = PlacementRequest(
-        model_name=model.name,
-        requirement=requirement,
-        placement_strategy=PlacementStrategy(model.placement_strategy),
-        worker_selector=dict(model.worker_selector or {}),
-        gpu_ids=tuple((model.gpu_selector or {}).get("gpu_ids", [])),
-        cpu_offloading=model.cpu_offloading,
-    )
-    result = place(request, workers)
+    result = outcome.placement
     if isinstance(result, NoPlacement):
-        _set_pending_message(instance, f"{result.message()}\nNeeds: {requirement.description}")
+        _set_pending_message(instance, f"{result.message()}\nNeeds: {outcome.requirement.description}")
         return
-    worker = next(w for w in workers if w.id == result.worker_id)
-    worker.add_claim(result.claim)  # later placements in this round see this claim
-    instance.worker_id = result.worker_id
-    instance.worker_name = result.worker_name
-    instance.worker_ip = worker_ips[result.worker_id]
-    instance.gpu_indexes = result.gpu_indexes
-    instance.computed_resource_claim = result.claim.model_dump(mode="json")
+    result.apply()  # later placements in this round see its claims
+    main = result.main
+    instance.worker_id = main.worker.id
+    instance.worker_name = main.worker.name
+    instance.worker_ip = main.worker.ip
+    instance.gpu_indexes = main.gpu_indexes
+    instance.computed_resource_claim = main.claim.model_dump(mode="json")
+    instance.subordinate_workers = [
+        SubordinateWorker(
+            worker_id=a.worker.id,
+            worker_name=a.worker.name,
+            worker_ip=a.worker.ip,
+            gpu_indexes=a.gpu_indexes,
+            claim=a.claim,
+        ).model_dump(mode="json")
+        for a in result.subordinates
+    ]
+    instance.placement = PlacementDetail(mode=result.mode, engine=result.engine).model_dump()
     set_instance_state(
-        instance, ModelInstanceState.SCHEDULED, f"{result.summary} ({requirement.description})"
+        instance,
+        ModelInstanceState.SCHEDULED,
+        f"placed on {result.summary} ({outcome.requirement.description})",
     )
-    logger.info("model instance %s %s", instance.name, result.summary)
+    logger.info("model instance %s placed on %s", instance.name, result.summary)
 
 
 def _set_pending_message(instance: ModelInstanceRow, message: str) -> None:

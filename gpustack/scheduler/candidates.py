@@ -1,0 +1,170 @@
+"""Where an instance could go (candidates), where it goes (placement), and why it cannot (rejections)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gpustack.scheduler.cluster import GPUSnapshot, WorkerSnapshot
+from gpustack.schemas.models import PlacementStrategy, ResourceClaim
+from gpustack.utils.units import format_bytes
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One worker's part of a placement: its GPUs and what it claims there."""
+
+    worker: WorkerSnapshot
+    gpu_indexes: list[int]
+    claim: ResourceClaim
+
+
+def score_key(strategy: PlacementStrategy, load: int, tightness: int) -> tuple[int, int]:
+    """Smaller is better. binpack: the fullest device that fits, then the busiest worker; spread: the
+    least loaded workers, then the roomiest device."""
+    if strategy == PlacementStrategy.BINPACK:
+        return (tightness, -load)
+    return (load, -tightness)
+
+
+class Best:
+    """The best of many single-device options by score, kept as plain values: only the winner becomes a
+    Candidate (building one per fitting GPU of a large cluster is what would make scheduling slow)."""
+
+    def __init__(self, strategy: PlacementStrategy) -> None:
+        self.strategy = strategy
+        self.key: tuple[int, int] | None = None
+        self.worker: WorkerSnapshot | None = None
+        self.index: int = -1
+        self.tightness = 0
+
+    def offer(self, worker: WorkerSnapshot, index: int, tightness: int) -> None:
+        # score_key, inlined: this runs once per worker and placement.
+        if self.strategy == PlacementStrategy.BINPACK:
+            key = (tightness, -worker.instances)
+        else:
+            key = (worker.instances, -tightness)
+        if self.key is None or key < self.key:
+            self.key, self.worker, self.index, self.tightness = key, worker, index, tightness
+
+
+@dataclass(frozen=True)
+class Candidate:
+    mode: str  # gpu, multi-gpu, rpc, partial-offload, cpu, tensor-parallel, multi-worker
+    main: Assignment
+    subordinates: list[Assignment] = field(default_factory=list)
+    engine: dict[str, str] = field(default_factory=dict)  # engine arguments the placement implies
+    tightness: int = 0  # bytes left on the devices used after this placement; scoring input
+
+    def assignments(self) -> list[Assignment]:
+        return [self.main, *self.subordinates]
+
+    def summary(self) -> str:
+        parts = []
+        for assignment in self.assignments():
+            where = (
+                ", ".join(_gpu_name(assignment.worker, i) for i in assignment.gpu_indexes)
+                if assignment.gpu_indexes
+                else "CPU"
+            )
+            claimed = sum(assignment.claim.vram.values()) or assignment.claim.ram
+            parts.append(f"worker {assignment.worker.name} ({where}, {format_bytes(claimed)})")
+        return f"{self.mode}: " + "; ".join(parts)
+
+
+def _gpu_name(worker: WorkerSnapshot, index: int) -> str:
+    gpu = worker.gpu(index)
+    return f"GPU {index}" if gpu is None else f"GPU {index} ({gpu.name})"
+
+
+GPU_SHORT = "worker {worker}, GPU {gpu.index} ({gpu.name}): {free} allocatable, needs {need}"
+CPU_SHORT = "worker {worker}: {free} RAM allocatable, needs {need} to run on the CPU"
+
+
+class Bytes(int):
+    """A size that formats itself for people ('7.2 GiB'), only when a message is actually written."""
+
+    def __format__(self, spec: str) -> str:
+        return format_bytes(max(int(self), 0))
+
+
+@dataclass(frozen=True)
+class _Reason:
+    template: str
+    values: dict[str, object]
+
+    def lines(self) -> list[str]:
+        return [self.template.format(**self.values)]
+
+
+@dataclass(frozen=True)
+class _GpusShort:
+    """Every GPU of one worker too small: one entry while deciding, a line per GPU when written."""
+
+    worker: WorkerSnapshot
+    gpus: list[GPUSnapshot]
+    need: int
+    free: tuple[int, ...]  # as it was when refused; later placements in the round change the snapshot
+
+    def lines(self) -> list[str]:
+        need = Bytes(self.need)
+        return [
+            GPU_SHORT.format(worker=self.worker.name, gpu=gpu, free=Bytes(free), need=need)
+            for gpu, free in zip(self.gpus, self.free, strict=True)
+        ]
+
+
+class Rejections:
+    """Why each worker, GPU or strategy was passed over: templates and their values, formatted only if
+    nothing fits (formatting is the slow part, and a successful placement never needs it)."""
+
+    def __init__(self, recording: bool = True) -> None:
+        self.recording = recording  # off for the first, hopeful pass; see place()
+        self._items: list[_Reason | _GpusShort] = []
+
+    def add(self, template: str, **values: object) -> None:
+        if self.recording:
+            self._items.append(_Reason(template, values))
+
+    def gpus_short(self, worker: WorkerSnapshot, gpus: list[GPUSnapshot], need: int) -> None:
+        if not self.recording:
+            return
+        free = tuple(worker.vram_free.get(gpu.index, 0) for gpu in gpus)
+        self._items.append(_GpusShort(worker, gpus, need, free))
+
+    def lines(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for item in self._items:
+            for line in item.lines():
+                seen.setdefault(line, None)
+        return list(seen)
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+
+@dataclass(frozen=True)
+class Placement:
+    main: Assignment
+    subordinates: list[Assignment]
+    mode: str
+    engine: dict[str, str]
+    summary: str
+
+    def apply(self) -> None:
+        """Count this placement in the snapshots, so the next decision sees it."""
+        for assignment in (self.main, *self.subordinates):
+            assignment.worker.add_claim(assignment.claim)
+        if self.mode == "rpc":
+            for assignment in self.subordinates:
+                assignment.worker.rpc_lent.update(assignment.gpu_indexes)
+
+
+@dataclass(frozen=True)
+class NoPlacement:
+    reasons: list[str]
+    hints: list[str] = field(default_factory=list)
+
+    def message(self) -> str:
+        lines = ["No worker can run this instance:"] + [f"- {reason}" for reason in self.reasons]
+        lines += [f"Hint: {hint}" for hint in self.hints]
+        return "\n".join(lines)
