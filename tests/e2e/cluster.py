@@ -7,7 +7,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -146,3 +147,17 @@ class Cluster:
 
     def logs(self) -> str:
         return "\n".join(f"---- {p.name} ----\n{p.log_tail()}" for p in self.processes)
+
+    @contextmanager
+    def running(self, *server_args: str) -> Iterator[Cluster]:
+        """Start the server, yield, and always stop every process; a failure prints their logs."""
+        self.server.args += list(server_args)
+        self.server.start()
+        try:
+            self.wait_healthy()
+            yield self
+        except BaseException:
+            print(self.logs())
+            raise
+        finally:
+            self.stop_all()

