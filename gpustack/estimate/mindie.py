@@ -27,6 +27,7 @@ from gpustack.estimate.vllm import (
     parse_fraction,
     parse_positive_int,
     resolve_max_len,
+    with_breakdown,
 )
 
 # ATB operator workspace, HCCL buffers and the runtime's own allocations inside the fraction.
@@ -176,11 +177,7 @@ def estimate_mindie(model: ModelFiles, options: MindieOptions) -> MindieEstimate
         arch=arch,
         dtype_bytes=dtype_bytes,
     )
-    parts = estimate.breakdown(tp)
-    estimate.kv_cache_bytes = parts.get("kv_cache", 0)
-    estimate.activation_bytes = parts.get("activations", 0)
-    estimate.overhead_bytes = parts["runtime"]
-    return estimate
+    return with_breakdown(estimate, tp)
 
 
 def estimate_mindie_report(path: str, backend_parameters: list[str]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import math
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from gpustack.estimate.hf_config import ModelArch, parse_config
 from gpustack.estimate.safetensors import ModelFiles, loaded_weights, model_dtype_bytes, read_local_model
@@ -373,6 +373,26 @@ class VllmEstimate:
         )
 
 
+class _Summarized(Protocol):
+    kv_cache_bytes: int
+    activation_bytes: int
+    overhead_bytes: int
+
+    def breakdown(self, tensor_parallel: int) -> dict[str, int]: ...
+
+
+E = TypeVar("E", bound=_Summarized)
+
+
+def with_breakdown(estimate: E, tensor_parallel: int) -> E:
+    """Fill the summary figures of a vLLM or MindIE estimate from its per-GPU breakdown."""
+    parts = estimate.breakdown(tensor_parallel)
+    estimate.kv_cache_bytes = parts.get("kv_cache", 0)
+    estimate.activation_bytes = parts.get("activations", 0)
+    estimate.overhead_bytes = parts["runtime"]
+    return estimate
+
+
 def resolve_max_len(requested: int | None, arch: ModelArch, default: int = DEFAULT_MAX_MODEL_LEN) -> int:
     """--max-model-len / --max-seq-len as given, else GPUStack's default capped by the model's own."""
     if requested:
@@ -403,11 +423,7 @@ def estimate_vllm(model: ModelFiles, options: VllmOptions) -> VllmEstimate:
         arch=arch,
         dtype_bytes=dtype_bytes,
     )
-    parts = estimate.breakdown(tp)
-    estimate.kv_cache_bytes = parts.get("kv_cache", 0)
-    estimate.activation_bytes = parts.get("activations", 0)
-    estimate.overhead_bytes = parts["runtime"]
-    return estimate
+    return with_breakdown(estimate, tp)
 
 
 def safetensors_report(model: ModelFiles, options: VllmOptions) -> dict[str, Any]:

@@ -68,9 +68,3 @@ class WorkerSnapshot:
             for index in self.vram_free:
                 self.vram_free[index] -= claim.ram
         self.max_vram_free = max(self.vram_free.values(), default=0)
-
-    def allocatable_ram(self) -> int:
-        return self.ram_free
-
-    def allocatable_vram(self, gpu: GPUSnapshot) -> int:
-        return self.vram_free.get(gpu.index, 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,7 +32,6 @@ class TensorParallelNeed:
     num_attention_heads: int
     utilization: float
     ram: int = 0
-    description: str = ""
     gpu_types: frozenset[str] = frozenset({"cuda", "rocm", "dcu"})
     linux_only: bool = True
     multi_worker: bool = False  # vLLM with Ray enabled; MindIE multi-node
@@ -63,7 +61,3 @@ class PlacementRequest:
     gpu_ids: tuple[str, ...] = ()
     cpu_offloading: bool = True
     distributed_inference_across_workers: bool = True
-    description: str = ""  # the estimate in one line, for messages
-
-
-Describe = Callable[[], str]

@@ -24,11 +24,3 @@ class Pagination(BaseModel):
 class PaginatedList(BaseModel, Generic[T]):
     items: list[T]
     pagination: Pagination
-
-
-class ErrorBody(BaseModel):
-    """The management API's error body: a machine code, a short reason and a message for people."""
-
-    code: int
-    reason: str
-    message: str

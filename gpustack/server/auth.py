@@ -13,6 +13,7 @@ from gpustack.server import security
 from gpustack.server.context import ServerContext
 from gpustack.server.db.tables import ApiKeyRow, UserRow
 from gpustack.server.errors import Forbidden, Unauthorized
+from gpustack.utils.tokens import tokens_equal
 
 _CACHE_TTL_SECONDS = 30.0
 
@@ -123,7 +124,7 @@ async def authenticate(request: Request) -> Principal:
             raise Unauthorized("use 'Authorization: Bearer <API key>'")
         if value.startswith(security.API_KEY_PREFIX + "_"):
             return await _from_api_key(ctx, request.app.state.api_key_cache, value)
-        if security.tokens_equal(value, ctx.cluster_token):
+        if tokens_equal(value, ctx.cluster_token):
             return WORKER
         return await _from_session(ctx, value)
     cookie = request.cookies.get(security.SESSION_COOKIE)

@@ -78,7 +78,6 @@ def _tensor_parallel(path: str, backend: BackendEnum, parameters: list[str], ray
                     check=lambda total, free, tp: vllm.check_gpu(total, free, tp, vllm_options),
                     num_attention_heads=vllm.num_attention_heads,
                     utilization=vllm_options.gpu_memory_utilization,
-                    description=vllm.describe(),
                     multi_worker=ray,
                     multi_worker_off_hint=""
                     if ray
@@ -95,7 +94,6 @@ def _tensor_parallel(path: str, backend: BackendEnum, parameters: list[str], ray
             check=lambda total, free, tp: mindie.check_gpu(total, free, tp, mindie_options),
             num_attention_heads=mindie.num_attention_heads,
             utilization=mindie_options.npu_memory_fraction,
-            description=mindie.describe(),
             gpu_types=frozenset({"npu"}),
             multi_worker=True,
         ),

@@ -83,10 +83,6 @@ def secret_matches(hashed: str, secret: str) -> bool:
     return hmac.compare_digest(hashed, hash_secret(secret))
 
 
-def tokens_equal(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode(), expected.encode())
-
-
 def password_stamp(hashed_password: str) -> str:
     """Changes whenever the password does, so sessions issued before a change stop working."""
     return hashlib.sha256(hashed_password.encode()).hexdigest()[:16]

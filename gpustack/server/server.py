@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from gpustack.server.db.engine import create_engine, session_factory
 from gpustack.server.db.migrate import upgrade_to_head
 from gpustack.server.db.tables import UserRow
 from gpustack.server.requirements import Requirements
+from gpustack.utils.files import read_or_create, write_private
 from gpustack.utils.uvicorn_server import bind_socket, make_server
 
 logger = logging.getLogger(__name__)
@@ -35,26 +35,8 @@ logger = logging.getLogger(__name__)
 ADMIN_USERNAME = "admin"
 
 
-def write_secret_file(path: Path, value: str) -> None:
-    """Write a secret readable by its owner only, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value + "\n")
-    os.replace(temporary, path)
-
-
 def read_or_create_secret(path: Path, given: str | None = None) -> str:
-    if given:
-        return given
-    if path.exists():
-        value = path.read_text().strip()
-        if value:
-            return value
-    value = secrets.token_hex(16)
-    write_secret_file(path, value)
-    return value
+    return given or read_or_create(path, lambda: secrets.token_hex(16))
 
 
 async def ensure_admin(engine: AsyncEngine, config: Config) -> None:
@@ -77,7 +59,7 @@ async def ensure_admin(engine: AsyncEngine, config: Config) -> None:
         await session.commit()
     if config.bootstrap_password is None:
         path = Path(config.data_dir) / "initial_admin_password"
-        write_secret_file(path, password)
+        write_private(path, password)
         logger.info("created user %r; its initial password is in %s", ADMIN_USERNAME, path)
     else:
         logger.info("created user %r with the bootstrap password", ADMIN_USERNAME)

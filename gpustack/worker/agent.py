@@ -13,6 +13,7 @@ import httpx
 
 from gpustack.config import Config
 from gpustack.schemas.workers import WorkerPublic, WorkerRegistration, WorkerStatusReport
+from gpustack.utils.files import read_or_create, write_private
 from gpustack.utils.network import first_non_loopback_ip
 from gpustack.utils.uvicorn_server import bind_socket, make_server
 from gpustack.worker.api import create_worker_app
@@ -29,16 +30,6 @@ DETECT_SECONDS = 10.0
 _ARCH_LABELS = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
 
-def _read_or_write(path: Path, make: str) -> str:
-    if path.exists():
-        value = path.read_text().strip()
-        if value:
-            return value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(make + "\n")
-    return make
-
-
 def worker_name_for(config: Config) -> str:
     """--worker-name, else the name kept in the data dir, else the hostname. Reads only."""
     if config.worker_name:
@@ -52,11 +43,12 @@ def worker_name_for(config: Config) -> str:
 def worker_identity(config: Config) -> tuple[str, str]:
     """(name, uuid), kept in the data dir so that a restart (or a new hostname) is the same worker."""
     data = Path(config.data_dir)
-    identifier = _read_or_write(data / "worker_uuid", uuid.uuid4().hex)
+    identifier = read_or_create(data / "worker_uuid", lambda: uuid.uuid4().hex)
     name = worker_name_for(config)
-    _read_or_write(data / "worker_name", name)
     if config.worker_name:
-        (data / "worker_name").write_text(config.worker_name + "\n")
+        write_private(data / "worker_name", name)
+    else:
+        read_or_create(data / "worker_name", lambda: name)
     return name, identifier
 
 

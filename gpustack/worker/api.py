@@ -12,9 +12,9 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from gpustack import __version__
-from gpustack.server.security import tokens_equal
 from gpustack.utils.log_level_route import is_loopback, log_level_router
 from gpustack.utils.relay import WORKER_ERROR_HEADER, stream_back
+from gpustack.utils.tokens import tokens_equal
 from gpustack.worker.serve import ServeManager, serve_log_path, tail_lines
 
 # Request headers not passed to the engine: the hop's own, and our credentials.

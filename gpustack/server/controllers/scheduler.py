@@ -92,7 +92,6 @@ def placement_request(spec: ModelSpec, name: str, requirement: Requirement) -> P
         gpu_ids=tuple(spec.gpu_selector.gpu_ids) if spec.gpu_selector else (),
         cpu_offloading=spec.cpu_offloading,
         distributed_inference_across_workers=spec.distributed_inference_across_workers,
-        description=requirement.description,
     )
 
 

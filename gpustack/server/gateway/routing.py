@@ -19,6 +19,7 @@ from gpustack.server.db.tables import ModelInstanceRow, ModelRow, WorkerRow
 logger = logging.getLogger(__name__)
 
 _TOPICS = (ModelRow.__tablename__, ModelInstanceRow.__tablename__, WorkerRow.__tablename__)
+_ROUTED_FIELDS = {ModelRow.__tablename__: ("name",), WorkerRow.__tablename__: ("name", "ip", "port")}
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,17 @@ class RoutingTable:
             ModelInstanceRow.__tablename__: self._instances,
             WorkerRow.__tablename__: self._workers,
         }[topic]
+        before = table.get(data["id"])
         if kind is EventType.DELETED:
             table.pop(data["id"], None)
         else:
             table[data["id"]] = data
+        # Heartbeats update every worker every few seconds; only a change of what routing reads
+        # (a worker's name and address, a model's name) is worth rebuilding the table for.
+        if kind is EventType.UPDATED and topic != ModelInstanceRow.__tablename__ and before is not None:
+            keys = _ROUTED_FIELDS[topic]
+            if all(before.get(key) == data.get(key) for key in keys):
+                return
         self._rebuild()
 
     def _rebuild(self) -> None:
