@@ -9,13 +9,13 @@ import httpx
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
-from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gpustack.schemas.models import ModelInstancePublic, ModelInstanceState, ModelInstanceStateUpdate
 from gpustack.server.api.common import PageParams, get_or_404, paginate
 from gpustack.server.api.watch import watch_response
 from gpustack.server.auth import context, require_admin, require_admin_or_worker, require_worker
-from gpustack.server.context import ServerContext
+from gpustack.server.db.retry import run_transaction
 from gpustack.server.db.tables import ModelInstanceRow, WorkerRow
 from gpustack.server.errors import BadRequest, Conflict, ServiceUnavailable
 from gpustack.server.services import set_instance_state
@@ -86,10 +86,12 @@ async def get_instance(request: Request, instance_id: int) -> ModelInstanceRow:
 async def delete_instance(request: Request, instance_id: int) -> None:
     """Remove an instance; its model's controller creates a fresh one if the replicas call for it."""
     ctx = context(request)
-    async with ctx.session() as session:
-        row = await get_or_404(session, ModelInstanceRow, instance_id, "model instance")
-        await session.delete(row)
-        await session.commit()
+
+    async def delete(session: AsyncSession) -> None:
+        await session.delete(await get_or_404(session, ModelInstanceRow, instance_id, "model instance"))
+
+    what = f"deleting model instance {instance_id}"
+    await run_transaction(ctx.session, delete, what=what, retry_stale=True)
     ctx.schedule_wanted.set()
 
 
@@ -103,37 +105,39 @@ async def report_state(
     ctx = context(request)
     if body.state in (ModelInstanceState.PENDING, ModelInstanceState.ANALYZING, ModelInstanceState.SCHEDULED):
         raise BadRequest(f"workers cannot set state {body.state.value}; the scheduler owns it")
-    for attempt in range(_STALE_RETRIES):
-        try:
-            row = await _apply_report(ctx, instance_id, body)
-            break
-        except StaleDataError:
-            # A controller changed the row since it was read here: read it again and re-check.
-            if attempt == _STALE_RETRIES - 1:
-                raise
+    logger.debug(
+        "worker %d reports model instance %d %s: %s",
+        body.worker_id,
+        instance_id,
+        body.state.value,
+        body.state_message.partition("\n")[0],
+    )
+
+    async def apply(session: AsyncSession) -> ModelInstanceRow:
+        return await _apply_report(session, instance_id, body)
+
+    # A controller may change the row meanwhile: it is read again and re-checked, not a 409.
+    row = await run_transaction(
+        ctx.session, apply, what=f"recording the state of model instance {instance_id}", retry_stale=True
+    )
     if body.state == ModelInstanceState.ERROR:
-        logger.warning("model instance %s failed: %s", row.name, body.state_message.splitlines()[0:1])
+        logger.warning("model instance %s failed: %s", row.name, body.state_message.partition("\n")[0])
     return row
 
 
-_STALE_RETRIES = 3
-
-
 async def _apply_report(
-    ctx: ServerContext, instance_id: int, body: ModelInstanceStateUpdate
+    session: AsyncSession, instance_id: int, body: ModelInstanceStateUpdate
 ) -> ModelInstanceRow:
-    async with ctx.session() as session:
-        row = await get_or_404(session, ModelInstanceRow, instance_id, "model instance")
-        if row.worker_id != body.worker_id:
-            raise Conflict(f"model instance {row.name} is no longer assigned to worker {body.worker_id}")
-        if row.state == ModelInstanceState.UNREACHABLE.value and body.state == ModelInstanceState.RUNNING:
-            return row  # the server's probe owns unreachable; it sets running again itself
-        set_instance_state(row, body.state, body.state_message)
-        for field in ("port", "pid", "resolved_path"):
-            value = getattr(body, field)
-            if value is not None or (body.state == ModelInstanceState.ERROR and field == "pid"):
-                setattr(row, field, value)
-        await session.commit()
+    row = await get_or_404(session, ModelInstanceRow, instance_id, "model instance")
+    if row.worker_id != body.worker_id:
+        raise Conflict(f"model instance {row.name} is no longer assigned to worker {body.worker_id}")
+    if row.state == ModelInstanceState.UNREACHABLE.value and body.state == ModelInstanceState.RUNNING:
+        return row  # the server's probe owns unreachable; it sets running again itself
+    set_instance_state(row, body.state, body.state_message)
+    for field in ("port", "pid", "resolved_path"):
+        value = getattr(body, field)
+        if value is not None or (body.state == ModelInstanceState.ERROR and field == "pid"):
+            setattr(row, field, value)
     return row
 
 

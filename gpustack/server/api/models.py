@@ -6,11 +6,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import ValidationError
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gpustack.schemas.common import PaginatedList
 from gpustack.schemas.models import ModelCreate, ModelPublic, ModelSpec, ModelUpdate, check_source_fields
 from gpustack.server.api.common import PageParams, get_or_404, paginate
 from gpustack.server.auth import context, require_admin, require_admin_or_worker
+from gpustack.server.db.retry import run_transaction
 from gpustack.server.db.tables import ModelInstanceRow, ModelRow
 from gpustack.server.errors import BadRequest, Conflict
 
@@ -40,13 +42,16 @@ async def list_models(
 @router.post("", response_model=ModelPublic, status_code=201, dependencies=[Depends(require_admin)])
 async def create_model(request: Request, body: ModelCreate) -> ModelRow:
     ctx = context(request)
-    row = ModelRow(**body.model_dump(mode="json"), ready_replicas=0)
-    async with ctx.session() as session:
+
+    async def create(session: AsyncSession) -> ModelRow:
+        row = ModelRow(**body.model_dump(mode="json"), ready_replicas=0)
         session.add(row)
-        try:
-            await session.commit()
-        except IntegrityError:
-            raise Conflict(f"a model named {body.name!r} already exists") from None
+        return row
+
+    try:
+        row = await run_transaction(ctx.session, create, what=f"creating model {body.name!r}")
+    except IntegrityError:
+        raise Conflict(f"a model named {body.name!r} already exists") from None
     ctx.schedule_wanted.set()
     return row
 
@@ -62,7 +67,8 @@ async def update_model(request: Request, model_id: int, body: ModelUpdate) -> Mo
     """Change a model. Running instances keep their settings until recreated (delete the instance)."""
     ctx = context(request)
     changes = body.model_dump(mode="json", exclude_unset=True)
-    async with ctx.session() as session:
+
+    async def update(session: AsyncSession) -> ModelRow:
         row = await get_or_404(session, ModelRow, model_id, "model")
         merged = {**ModelPublic.model_validate(row).model_dump(mode="json"), **changes}
         try:
@@ -71,7 +77,9 @@ async def update_model(request: Request, model_id: int, body: ModelUpdate) -> Mo
             raise BadRequest(str(exc)) from None
         for field, value in changes.items():
             setattr(row, field, value)
-        await session.commit()
+        return row
+
+    row = await run_transaction(ctx.session, update, what=f"updating model {model_id}")
     ctx.schedule_wanted.set()
     return row
 
@@ -79,7 +87,8 @@ async def update_model(request: Request, model_id: int, body: ModelUpdate) -> Mo
 @router.delete("/{model_id}", status_code=204, dependencies=[Depends(require_admin)])
 async def delete_model(request: Request, model_id: int) -> None:
     ctx = context(request)
-    async with ctx.session() as session:
+
+    async def delete(session: AsyncSession) -> None:
         row = await get_or_404(session, ModelRow, model_id, "model")
         instances = await session.execute(
             select(ModelInstanceRow).where(ModelInstanceRow.model_id == model_id)
@@ -87,5 +96,7 @@ async def delete_model(request: Request, model_id: int) -> None:
         for instance in instances.scalars():
             await session.delete(instance)
         await session.delete(row)
-        await session.commit()
+
+    # Workers report on the instances while they go: a changed one is read again, not a 409 to retry by hand.
+    await run_transaction(ctx.session, delete, what=f"deleting model {model_id}", retry_stale=True)
     ctx.schedule_wanted.set()

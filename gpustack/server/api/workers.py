@@ -18,6 +18,7 @@ from gpustack.schemas.workers import (
 )
 from gpustack.server.api.common import PageParams, get_or_404, paginate
 from gpustack.server.auth import context, require_admin, require_worker
+from gpustack.server.db.retry import run_transaction
 from gpustack.server.db.tables import WorkerRow, utcnow
 from gpustack.server.services import instances_on_worker, return_to_pending, set_worker_state
 
@@ -57,12 +58,15 @@ async def get_worker(request: Request, worker_id: int) -> WorkerRow:
 @router.patch("/{worker_id}", response_model=WorkerPublic, dependencies=[Depends(require_admin)])
 async def update_worker(request: Request, worker_id: int, body: WorkerUpdate) -> WorkerRow:
     ctx = context(request)
-    async with ctx.session() as session:
-        worker = await get_or_404(session, WorkerRow, worker_id, "worker")
+
+    async def update(session: AsyncSession) -> WorkerRow:
+        worker: WorkerRow = await get_or_404(session, WorkerRow, worker_id, "worker")
         if body.labels is not None:
             worker.user_labels = body.labels
             worker.labels = {**(worker.reported_labels or {}), **body.labels}
-        await session.commit()
+        return worker
+
+    worker = await run_transaction(ctx.session, update, what=f"updating worker {worker_id}")
     ctx.schedule_wanted.set()
     return worker
 
@@ -70,12 +74,14 @@ async def update_worker(request: Request, worker_id: int, body: WorkerUpdate) ->
 @router.delete("/{worker_id}", status_code=204, dependencies=[Depends(require_admin)])
 async def delete_worker(request: Request, worker_id: int) -> None:
     ctx = context(request)
-    async with ctx.session() as session:
+
+    async def delete(session: AsyncSession) -> None:
         worker = await get_or_404(session, WorkerRow, worker_id, "worker")
         for instance in await instances_on_worker(session, worker_id, include_lent=True):
             return_to_pending(instance, f"worker {worker.name} was removed; placing the instance again")
         await session.delete(worker)
-        await session.commit()
+
+    await run_transaction(ctx.session, delete, what=f"deleting worker {worker_id}", retry_stale=True)
     ctx.schedule_wanted.set()
 
 
@@ -137,11 +143,12 @@ async def register_worker(request: Request, body: WorkerRegistration) -> WorkerR
 @router.put("/{worker_id}/status", status_code=204, dependencies=[Depends(require_worker)])
 async def report_status(request: Request, worker_id: int, body: WorkerStatusReport) -> None:
     ctx = context(request)
-    async with ctx.session() as session:
+    logger.debug("worker %d reports its status (healthy: %s)", worker_id, body.healthy)
+
+    async def record(session: AsyncSession) -> tuple[WorkerRow, bool]:
         worker = await get_or_404(session, WorkerRow, worker_id, "worker")
         worker.status = body.status.model_dump(mode="json")
         worker.last_heartbeat_at = utcnow()
-        became_ready = False
         if not body.healthy:
             if worker.state != WorkerState.NOT_READY.value or worker.state_message != body.state_message:
                 logger.warning("worker %s is not ready: %s", worker.name, body.state_message)
@@ -149,8 +156,12 @@ async def report_status(request: Request, worker_id: int, body: WorkerStatusRepo
         elif worker.state == WorkerState.NOT_READY.value:
             # Reachability is judged by the server's own probe; a heartbeat only ends not_ready.
             set_worker_state(worker, WorkerState.READY)
-            became_ready = True
-        await session.commit()
+            return worker, True
+        return worker, False
+
+    worker, became_ready = await run_transaction(
+        ctx.session, record, what=f"recording the heartbeat of worker {worker_id}"
+    )
     if became_ready:
         logger.info("worker %s is ready again", worker.name)
         ctx.schedule_wanted.set()

@@ -6,9 +6,11 @@ import logging
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gpustack.schemas.models import ModelInstanceState
 from gpustack.server.context import ServerContext
+from gpustack.server.db.retry import run_transaction
 from gpustack.server.db.tables import ModelInstanceRow, ModelRow
 from gpustack.server.services import return_to_pending, set_instance_state
 
@@ -39,46 +41,48 @@ def restart_delay(restart_count: int) -> float:
 
 
 async def restart_and_expire(ctx: ServerContext) -> None:
+    await run_transaction(
+        ctx.session, _restart_and_expire, what="restarting and expiring instances", retry_stale=True
+    )
+
+
+async def _restart_and_expire(session: AsyncSession) -> None:
     now = datetime.now(timezone.utc)
-    async with ctx.session() as session:
-        rows = await session.execute(
-            select(ModelInstanceRow, ModelRow)
-            .join(ModelRow, ModelRow.id == ModelInstanceRow.model_id)
-            .where(ModelInstanceRow.state.in_(list(_WATCHED_STATES)))
-        )
-        for instance, model in rows.all():
-            waited = (now - instance.state_changed_at).total_seconds()
-            if instance.state == ModelInstanceState.ERROR.value:
-                if not model.restart_on_error or instance.worker_id is None:
-                    continue
-                ran = instance.state_changed_at - (instance.last_restart_at or instance.created_at)
-                if ran >= STABLE_RUN:
-                    instance.restart_count = 0
-                if waited < restart_delay(instance.restart_count):
-                    continue
-                instance.restart_count += 1
-                instance.last_restart_at = now
-                first_line = instance.state_message.splitlines()[0] if instance.state_message else "error"
-                logger.info(
-                    "restarting model instance %s (attempt %d)", instance.name, instance.restart_count
-                )
-                set_instance_state(
+    rows = await session.execute(
+        select(ModelInstanceRow, ModelRow)
+        .join(ModelRow, ModelRow.id == ModelInstanceRow.model_id)
+        .where(ModelInstanceRow.state.in_(list(_WATCHED_STATES)))
+    )
+    for instance, model in rows.all():
+        waited = (now - instance.state_changed_at).total_seconds()
+        if instance.state == ModelInstanceState.ERROR.value:
+            if not model.restart_on_error or instance.worker_id is None:
+                continue
+            ran = instance.state_changed_at - (instance.last_restart_at or instance.created_at)
+            if ran >= STABLE_RUN:
+                instance.restart_count = 0
+            if waited < restart_delay(instance.restart_count):
+                continue
+            instance.restart_count += 1
+            instance.last_restart_at = now
+            first_line = instance.state_message.splitlines()[0] if instance.state_message else "error"
+            logger.info("restarting model instance %s (attempt %d)", instance.name, instance.restart_count)
+            set_instance_state(
+                instance,
+                ModelInstanceState.SCHEDULED,
+                f"restarting after an error (attempt {instance.restart_count}): {first_line}",
+            )
+        elif instance.state == ModelInstanceState.SCHEDULED.value:
+            if waited > SCHEDULED_DEADLINE.total_seconds():
+                return_to_pending(
                     instance,
-                    ModelInstanceState.SCHEDULED,
-                    f"restarting after an error (attempt {instance.restart_count}): {first_line}",
+                    f"worker {instance.worker_name} did not start the instance within "
+                    f"{SCHEDULED_DEADLINE.total_seconds():.0f}s; placing it again",
                 )
-            elif instance.state == ModelInstanceState.SCHEDULED.value:
-                if waited > SCHEDULED_DEADLINE.total_seconds():
-                    return_to_pending(
-                        instance,
-                        f"worker {instance.worker_name} did not start the instance within "
-                        f"{SCHEDULED_DEADLINE.total_seconds():.0f}s; placing it again",
-                    )
-            elif waited > STARTING_DEADLINE.total_seconds():
-                set_instance_state(
-                    instance,
-                    ModelInstanceState.ERROR,
-                    f"worker {instance.worker_name} reported no progress for "
-                    f"{STARTING_DEADLINE.total_seconds() / 60:.0f} minutes while {instance.state}",
-                )
-        await session.commit()
+        elif waited > STARTING_DEADLINE.total_seconds():
+            set_instance_state(
+                instance,
+                ModelInstanceState.ERROR,
+                f"worker {instance.worker_name} reported no progress for "
+                f"{STARTING_DEADLINE.total_seconds() / 60:.0f} minutes while {instance.state}",
+            )

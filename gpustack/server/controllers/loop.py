@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.orm.exc import StaleDataError
 
+from gpustack.server.db.retry import DatabaseBusy
+
 logger = logging.getLogger(__name__)
 
 
@@ -24,6 +26,8 @@ async def reconcile_forever(
             raise
         except StaleDataError:
             logger.info("%s: a row changed under this step; it runs again", name)
+        except DatabaseBusy as exc:
+            logger.warning("%s: %s; retrying in %.0fs", name, exc.message, interval)
         except Exception:
             logger.exception("%s: reconcile step failed; retrying in %.0fs", name, interval)
         if wake is None:

@@ -22,9 +22,11 @@ from gpustack.schemas.models import (
 )
 from gpustack.schemas.workers import SystemReserved, WorkerStatus
 from gpustack.server.context import ServerContext
+from gpustack.server.db.retry import run_transaction
 from gpustack.server.db.tables import ModelInstanceRow, ModelRow, WorkerRow
 from gpustack.server.requirements import EstimateError, Requirement, Requirements
 from gpustack.server.services import set_instance_state
+from gpustack.utils.units import format_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +111,22 @@ async def evaluate(
     return Outcome(place(placement_request(spec, name, requirement), workers), requirement)
 
 
+def describe_cluster(workers: list[WorkerSnapshot]) -> str:
+    """What is allocatable where, on one line: for the debug log of each scheduling round."""
+    parts = []
+    for worker in workers:
+        gpus = ", ".join(
+            f"GPU {index} {format_bytes(free)}" for index, free in sorted(worker.vram_free.items())
+        )
+        parts.append(
+            f"{worker.name} ({worker.state}, {worker.instances} placed): RAM {format_bytes(worker.ram_free)}"
+            + (f", {gpus}" if gpus else "")
+        )
+    return "; ".join(parts) or "no workers"
+
+
 async def schedule_pending(ctx: ServerContext, requirements: Requirements) -> None:
-    async with ctx.session() as session:
+    async def schedule(session: AsyncSession) -> None:
         pending = (
             (
                 await session.execute(
@@ -125,12 +141,18 @@ async def schedule_pending(ctx: ServerContext, requirements: Requirements) -> No
         if not pending:
             return
         workers = await cluster_snapshot(session)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "placing %d pending instance(s); allocatable: %s", len(pending), describe_cluster(workers)
+            )
         models = {m.id: m for m in (await session.execute(select(ModelRow))).scalars().all()}
         for instance in pending:
             model = models.get(instance.model_id)
             if model is not None:
                 await _schedule_one(instance, model, workers, requirements)
-        await session.commit()
+
+    # An instance changed while the round ran (a worker's report, a deletion): run it again on fresh reads.
+    await run_transaction(ctx.session, schedule, what="placing pending instances", retry_stale=True)
 
 
 async def _schedule_one(
@@ -140,9 +162,17 @@ async def _schedule_one(
     try:
         outcome = await evaluate(spec, model.name, workers, requirements)
     except EstimateError as exc:
+        logger.debug("model instance %s: cannot estimate model %s: %s", instance.name, model.name, exc)
         _set_pending_message(instance, str(exc))
         return
     result = outcome.placement
+    logger.debug(
+        "model instance %s (model %s, backend %s) needs %s",
+        instance.name,
+        model.name,
+        spec.backend.value,
+        outcome.requirement.description,
+    )
     if isinstance(result, NoPlacement):
         _set_pending_message(instance, f"{result.message()}\nNeeds: {outcome.requirement.description}")
         return
@@ -170,9 +200,21 @@ async def _schedule_one(
         f"placed on {result.summary} ({outcome.requirement.description})",
     )
     logger.info("model instance %s placed on %s", instance.name, result.summary)
+    logger.debug(
+        "model instance %s: mode %s, claim %s, engine arguments %s",
+        instance.name,
+        result.mode,
+        instance.computed_resource_claim,
+        result.engine,
+    )
 
 
 def _set_pending_message(instance: ModelInstanceRow, message: str) -> None:
-    if instance.state_message != message:
-        logger.info("model instance %s stays pending: %s", instance.name, message.splitlines()[0])
-        instance.state_message = message
+    first_line = message.partition("\n")[0]
+    if instance.state_message == message:
+        logger.debug("model instance %s stays pending, for the same reason: %s", instance.name, first_line)
+        return
+    logger.info("model instance %s stays pending: %s", instance.name, first_line)
+    # The reasons worker by worker and GPU by GPU, which the line above leaves out.
+    logger.debug("model instance %s: why nothing fits:\n%s", instance.name, message)
+    instance.state_message = message

@@ -8,10 +8,12 @@ from datetime import datetime, timezone
 
 import httpx
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gpustack.schemas.models import ModelInstanceState
 from gpustack.schemas.workers import WorkerState
 from gpustack.server.context import ServerContext
+from gpustack.server.db.retry import run_transaction
 from gpustack.server.db.tables import WorkerRow
 from gpustack.server.services import (
     instances_on_worker,
@@ -19,6 +21,7 @@ from gpustack.server.services import (
     set_instance_state,
     set_worker_state,
 )
+from gpustack.utils.errors import describe_error
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +40,16 @@ def heartbeat_overdue(worker: WorkerRow, now: datetime, server_started_at: datet
 
 
 async def check_heartbeats(ctx: ServerContext) -> None:
-    changed = False
-    now = datetime.now(timezone.utc)
     started = datetime.fromtimestamp(ctx.started_at, timezone.utc)
-    async with ctx.session() as session:
+
+    async def expire(session: AsyncSession) -> bool:
+        changed = False
+        now = datetime.now(timezone.utc)
         workers = (
-            await session.execute(select(WorkerRow).where(WorkerRow.state != WorkerState.NOT_READY.value))
-        ).scalars()
+            (await session.execute(select(WorkerRow).where(WorkerRow.state != WorkerState.NOT_READY.value)))
+            .scalars()
+            .all()
+        )
         for worker in workers:
             silent = heartbeat_overdue(worker, now, started)
             if silent is None:
@@ -59,8 +65,9 @@ async def check_heartbeats(ctx: ServerContext) -> None:
                 return_to_pending(
                     instance, f"worker {worker.name} became not_ready; placing the instance again"
                 )
-        await session.commit()
-    if changed:
+        return changed
+
+    if await run_transaction(ctx.session, expire, what="checking heartbeats", retry_stale=True):
         ctx.schedule_wanted.set()  # the instances it held are pending again
 
 
@@ -70,7 +77,7 @@ async def _probe(ctx: ServerContext, worker: WorkerRow) -> str | None:
     try:
         response = await ctx.http.get(url, timeout=PROBE_TIMEOUT_SECONDS)
     except httpx.HTTPError as exc:
-        return f"the server cannot reach {url}: {type(exc).__name__} {exc}".rstrip()
+        return f"the server cannot reach {url}: {describe_error(exc, with_request=False)}"
     if response.status_code != 200:
         return f"{url} answered HTTP {response.status_code}"
     return None
@@ -86,7 +93,10 @@ async def probe_workers(ctx: ServerContext) -> None:
     if not workers:
         return
     results = await asyncio.gather(*(_probe(ctx, worker) for worker in workers))
-    async with ctx.session() as session:
+    for worker, problem in zip(workers, results, strict=True):
+        logger.debug("worker %s probe: %s", worker.name, problem or "healthy")
+
+    async def record(session: AsyncSession) -> None:
         for worker, problem in zip(workers, results, strict=True):
             row = await session.get(WorkerRow, worker.id)
             if row is None or row.state == WorkerState.NOT_READY.value:
@@ -107,4 +117,5 @@ async def probe_workers(ctx: ServerContext) -> None:
                 for instance in await instances_on_worker(session, row.id, include_lent=True):
                     if instance.state == ModelInstanceState.UNREACHABLE.value:
                         set_instance_state(instance, ModelInstanceState.RUNNING)
-        await session.commit()
+
+    await run_transaction(ctx.session, record, what="recording worker probes", retry_stale=True)
