@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import os
 import secrets
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -17,10 +18,45 @@ API_KEY_PREFIX = "gpustack"
 SESSION_COOKIE = "gpustack_session"
 SESSION_TTL_SECONDS = 7 * 86400
 
+T = TypeVar("T")
+
 _hasher = PasswordHasher()
-# Argon2 takes ~0.1 s of CPU by design: it runs in threads, a few at a time, so that a burst of logins
-# (or guesses) cannot stall heartbeats, watch streams and the gateway on the event loop.
-_hashing = asyncio.Semaphore(2)
+
+
+class HashingBusy(Exception):
+    """Too many password checks are already waiting."""
+
+
+class _HashingSlots:
+    """Argon2 takes ~0.15 s of one core by design. It runs in threads (it releases the GIL), on at most
+    half the cores at once, so that a burst of logins or guesses leaves the rest to heartbeats, watch
+    streams and the gateway; beyond `max_waiting` queued checks, more are refused at once."""
+
+    def __init__(self, max_waiting: int) -> None:
+        self.max_waiting = max_waiting
+        self.waiting = 0
+        self._semaphores: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        semaphore = self._semaphores.get(loop)
+        if semaphore is None:
+            self._semaphores = {lp: s for lp, s in self._semaphores.items() if not lp.is_closed()}
+            semaphore = self._semaphores[loop] = asyncio.Semaphore(max(1, (os.cpu_count() or 2) // 2))
+        return semaphore
+
+    async def run(self, function: Callable[..., T], *args: Any, bounded: bool = False) -> T:
+        if bounded and self.waiting >= self.max_waiting:
+            raise HashingBusy()
+        self.waiting += 1
+        try:
+            async with self._semaphore():
+                return await asyncio.to_thread(function, *args)
+        finally:
+            self.waiting -= 1
+
+
+_hashing = _HashingSlots(max_waiting=16)
 
 
 def _verify(hashed: str, password: str) -> bool:
@@ -31,8 +67,7 @@ def _verify(hashed: str, password: str) -> bool:
 
 
 async def hash_password(password: str) -> str:
-    async with _hashing:
-        return await asyncio.to_thread(_hasher.hash, password)
+    return await _hashing.run(_hasher.hash, password)
 
 
 _dummy: list[str] = []
@@ -46,8 +81,8 @@ async def dummy_hash() -> str:
 
 
 async def verify_password(hashed: str, password: str) -> bool:
-    async with _hashing:
-        return await asyncio.to_thread(_verify, hashed, password)
+    """Check a password; raises HashingBusy when too many checks are queued already."""
+    return await _hashing.run(_verify, hashed, password, bounded=True)
 
 
 def generate_password(length: int = 16) -> str:
@@ -83,26 +118,28 @@ def secret_matches(hashed: str, secret: str) -> bool:
     return hmac.compare_digest(hashed, hash_secret(secret))
 
 
-def password_stamp(hashed_password: str) -> str:
-    """Changes whenever the password does, so sessions issued before a change stop working."""
-    return hashlib.sha256(hashed_password.encode()).hexdigest()[:16]
+def new_session_token() -> str:
+    """An opaque browser session token; the database keeps only `hash_secret` of it."""
+    return secrets.token_urlsafe(32)
 
 
-def issue_session(secret: str, user_id: int, hashed_password: str) -> str:
-    now = int(time.time())
-    claims = {
-        "sub": str(user_id),
-        "pw": password_stamp(hashed_password),
-        "iat": now,
-        "exp": now + SESSION_TTL_SECONDS,
-    }
-    return jwt.encode(claims, secret, algorithm="HS256")
+WORKER_CREDENTIAL_PREFIX = "gpustack-worker"
 
 
-def read_session(secret: str, token: str) -> tuple[int, str] | None:
-    """(user id, password stamp) from a valid session token, else None."""
-    try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"])
-        return int(claims["sub"]), str(claims["pw"])
-    except (jwt.PyJWTError, KeyError, ValueError):
+def worker_credential(server_secret: str, worker_id: int) -> str:
+    """The credential of one worker, given at registration: `gpustack-worker_<id>_<48 hex>`.
+
+    Derived from the server's secret rather than stored, so the server can also present it when it
+    calls that worker, and no table holds a usable copy."""
+    digest = hmac.new(server_secret.encode(), f"worker:{worker_id}".encode(), hashlib.sha256).hexdigest()
+    return f"{WORKER_CREDENTIAL_PREFIX}_{worker_id}_{digest[:48]}"
+
+
+def worker_id_of(value: str) -> int | None:
+    """The worker id a credential names, or None when it does not look like one."""
+    parts = value.split("_")
+    if len(parts) != 3 or parts[0] != WORKER_CREDENTIAL_PREFIX or len(parts[2]) != 48:
         return None
+    if not parts[1].isdigit() or len(parts[1]) > 18:
+        return None
+    return int(parts[1])

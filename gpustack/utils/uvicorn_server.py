@@ -46,13 +46,24 @@ def bind_socket(host: str, port: int, flag: str) -> socket.socket:
     return sock
 
 
-def make_server(app: FastAPI) -> EmbeddedServer:
+def make_server(
+    app: FastAPI,
+    *,
+    ssl_keyfile: str | None = None,
+    ssl_certfile: str | None = None,
+    trusted_proxies: list[str] | None = None,
+) -> EmbeddedServer:
+    """A server for `app`: TLS when both files are given; X-Forwarded-For/-Proto believed only from
+    `trusted_proxies` (IPs or CIDRs), so the client address and https are right behind a proxy."""
     config = uvicorn.Config(
         app,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=3,
         lifespan="on",
-        proxy_headers=False,
+        ssl_keyfile=ssl_keyfile,
+        ssl_certfile=ssl_certfile,
+        proxy_headers=bool(trusted_proxies),
+        forwarded_allow_ips=list(trusted_proxies or []) or None,
     )
     return EmbeddedServer(config)

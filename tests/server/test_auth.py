@@ -80,7 +80,7 @@ async def test_user_crud_validates_and_protects_the_last_admin(
 ) -> None:
     bad = await admin.post("/v1/users", json={"username": "bob", "password": "x"})
     assert (
-        bad.status_code == 400 and "password: password must be at least 6 characters" in bad.json()["message"]
+        bad.status_code == 400 and "password: password must be at least 8 characters" in bad.json()["message"]
     )
     bob = (await admin.post("/v1/users", json={"username": "bob", "password": "bob-pass"})).json()
     duplicate = await admin.post("/v1/users", json={"username": "bob", "password": "bob-pass"})

@@ -11,7 +11,7 @@ from gpustack.schemas.common import PaginatedList
 from gpustack.schemas.users import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic
 from gpustack.server import security
 from gpustack.server.api.common import PageParams, get_or_404, paginate
-from gpustack.server.auth import Principal, context, require_user
+from gpustack.server.auth import Principal, context, credential_cache, require_user
 from gpustack.server.db.tables import ApiKeyRow
 from gpustack.server.errors import NotFound
 
@@ -60,4 +60,4 @@ async def delete_key(request: Request, key_id: int, principal: Principal = Depen
             raise NotFound(f"API key {key_id} not found")
         await session.delete(row)
         await session.commit()
-    request.app.state.api_key_cache.clear()
+    credential_cache(request).clear()

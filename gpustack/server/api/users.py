@@ -11,9 +11,16 @@ from gpustack.schemas.common import PaginatedList
 from gpustack.schemas.users import UserCreate, UserPublic, UserUpdate
 from gpustack.server import security
 from gpustack.server.api.common import PageParams, get_or_404, paginate
-from gpustack.server.auth import Principal, context, require_admin, require_user_allow_password_change
+from gpustack.server.auth import (
+    Principal,
+    context,
+    credential_cache,
+    require_admin,
+    require_user_allow_password_change,
+)
 from gpustack.server.db.tables import UserRow
 from gpustack.server.errors import BadRequest, Conflict
+from gpustack.server.sessions import end_user_sessions
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 
@@ -85,8 +92,9 @@ async def update_user(
                 setattr(user, field, value)
         if body.password is not None:
             user.hashed_password = await security.hash_password(body.password)
+            await end_user_sessions(session, user.id)  # a new password ends the old logins
         await session.commit()
-    request.app.state.api_key_cache.clear()
+    credential_cache(request).clear()
     return user
 
 
@@ -98,6 +106,7 @@ async def delete_user(request: Request, user_id: int, principal: Principal = Dep
         user = await get_or_404(session, UserRow, user_id, "user")
         if user.is_admin and await _count_admins(session, user.id) == 0:
             raise BadRequest("cannot delete the last administrator")
+        await end_user_sessions(session, user.id)
         await session.delete(user)
         await session.commit()
-    request.app.state.api_key_cache.clear()
+    credential_cache(request).clear()

@@ -72,6 +72,22 @@ class ApiKeyRow(Timestamped, Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
+class UserSessionRow(Base):
+    """A browser login. Only a hash of its token is kept; deleting the row ends the session (logout,
+    password change), and deleting the user deletes its sessions."""
+
+    __tablename__ = "user_sessions"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True, nullable=False)
+
+
 class WorkerRow(Timestamped, Base):
     __tablename__ = "workers"
     __table_args__ = {"sqlite_autoincrement": True}
