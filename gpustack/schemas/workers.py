@@ -162,3 +162,10 @@ class WorkerPublic(BaseModel):
     updated_at: datetime
 
     model_config = ConfigDict(from_attributes=True)
+
+
+class WorkerRegistered(WorkerPublic):
+    """The answer to a registration: the worker, and the credential it uses from then on (the cluster
+    token only registers). Sent to the registering worker only."""
+
+    credential: str

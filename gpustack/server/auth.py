@@ -1,7 +1,9 @@
-"""Who is calling: a user by session cookie or API key, or a worker by the cluster token."""
+"""Who is calling: a user (browser session or API key), a worker (its own credential), or a machine
+joining with the cluster token, which can do nothing but register."""
 
 from __future__ import annotations
 
+import enum
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -11,32 +13,47 @@ from sqlalchemy import select
 
 from gpustack.server import security
 from gpustack.server.context import ServerContext
-from gpustack.server.db.tables import ApiKeyRow, UserRow
+from gpustack.server.db.tables import ApiKeyRow, UserRow, UserSessionRow, WorkerRow
 from gpustack.server.errors import Forbidden, Unauthorized
 from gpustack.utils.tokens import tokens_equal
 
 _CACHE_TTL_SECONDS = 30.0
 
 
+class CredentialKind(enum.Enum):
+    SESSION = "session"  # a browser login (cookie, or the same token as a bearer)
+    API_KEY = "api_key"
+    WORKER = "worker"  # a registered worker's own credential
+    CLUSTER_TOKEN = "cluster_token"  # only registers workers
+
+
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller. `user_id` is None for a worker using the cluster token."""
+    """An authenticated caller. `user_id` is set for users, `worker_id` for a worker's credential."""
 
-    user_id: int | None
+    kind: CredentialKind
     username: str
-    is_admin: bool
+    user_id: int | None = None
+    is_admin: bool = False
     require_password_change: bool = False
-    is_worker: bool = False
+    worker_id: int | None = None
+
+    @property
+    def is_worker(self) -> bool:
+        return self.kind is CredentialKind.WORKER
+
+    @property
+    def is_user(self) -> bool:
+        return self.kind in (CredentialKind.SESSION, CredentialKind.API_KEY)
 
 
-WORKER = Principal(user_id=None, username="worker", is_admin=False, is_worker=True)
+REGISTRAR = Principal(kind=CredentialKind.CLUSTER_TOKEN, username="cluster-token")
 
 
-class ApiKeyCache:
-    """Recently verified API keys, so the gateway does not hit the database on every request.
-
-    Entries live at most a few seconds and the whole cache is dropped whenever a key or user changes.
-    """
+class CredentialCache:
+    """Recently verified API keys and worker credentials, so the gateway and heartbeats do not hit the
+    database on every request. Entries live at most 30 s, and the whole cache is dropped whenever a key,
+    user or worker changes."""
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[float, Principal, datetime | None]] = {}
@@ -52,7 +69,7 @@ class ApiKeyCache:
             return None
         return principal
 
-    def put(self, key: str, principal: Principal, expires_at: datetime | None) -> None:
+    def put(self, key: str, principal: Principal, expires_at: datetime | None = None) -> None:
         if len(self._entries) > 10_000:
             self._entries.clear()
         self._entries[key] = (time.monotonic(), principal, expires_at)
@@ -66,16 +83,12 @@ def context(request: Request) -> ServerContext:
     return ctx
 
 
-def _principal_of(user: UserRow) -> Principal:
-    return Principal(
-        user_id=user.id,
-        username=user.username,
-        is_admin=user.is_admin,
-        require_password_change=user.require_password_change,
-    )
+def credential_cache(request: Request) -> CredentialCache:
+    cache: CredentialCache = request.app.state.credential_cache
+    return cache
 
 
-async def _from_api_key(ctx: ServerContext, cache: ApiKeyCache, value: str) -> Principal:
+async def _from_api_key(ctx: ServerContext, cache: CredentialCache, value: str) -> Principal:
     cached = cache.get(value)
     if cached is not None:
         return cached
@@ -96,45 +109,105 @@ async def _from_api_key(ctx: ServerContext, cache: ApiKeyCache, value: str) -> P
     key, user = row
     if key.expires_at is not None and key.expires_at <= datetime.now(timezone.utc):
         raise Unauthorized(f"API key {key.name!r} expired at {key.expires_at.isoformat()}; create a new one")
-    principal = _principal_of(user)
+    # A key is a credential of its own: a password change that is due applies to the browser only.
+    principal = Principal(CredentialKind.API_KEY, user.username, user.id, user.is_admin)
     cache.put(value, principal, key.expires_at)
     return principal
 
 
-async def _from_session(ctx: ServerContext, token: str) -> Principal:
-    claims = security.read_session(ctx.session_secret, token)
-    if claims is None:
-        raise Unauthorized("session expired or invalid; log in again")
-    user_id, stamp = claims
+async def _from_worker_credential(ctx: ServerContext, cache: CredentialCache, value: str) -> Principal:
+    cached = cache.get(value)
+    if cached is not None:
+        return cached
+    worker_id = security.worker_id_of(value)
+    if worker_id is None or not tokens_equal(
+        value, security.worker_credential(ctx.session_secret, worker_id)
+    ):
+        raise Unauthorized("invalid worker credential; the worker registers again with the cluster token")
     async with ctx.session() as session:
-        user = await session.get(UserRow, user_id)
-    if user is None or security.password_stamp(user.hashed_password) != stamp:
+        worker = await session.get(WorkerRow, worker_id)
+    if worker is None:
+        raise Unauthorized(f"worker {worker_id} was removed; it registers again with the cluster token")
+    principal = Principal(CredentialKind.WORKER, f"worker:{worker.name}", worker_id=worker_id)
+    cache.put(value, principal)
+    return principal
+
+
+async def _from_session(ctx: ServerContext, token: str) -> Principal:
+    async with ctx.session() as session:
+        row = (
+            await session.execute(
+                select(UserRow)
+                .join(UserSessionRow, UserSessionRow.user_id == UserRow.id)
+                .where(
+                    UserSessionRow.token_hash == security.hash_secret(token),
+                    UserSessionRow.expires_at > datetime.now(timezone.utc),
+                )
+            )
+        ).scalar()
+    if row is None:
         raise Unauthorized("session expired or invalid; log in again")
-    return _principal_of(user)
+    return Principal(CredentialKind.SESSION, row.username, row.id, row.is_admin, row.require_password_change)
+
+
+def session_token(request: Request) -> str | None:
+    """The browser session token this request carries (cookie, or a bearer that is none of the others)."""
+    header = request.headers.get("authorization", "")
+    if header:
+        value = header.partition(" ")[2].strip()
+        if value and not value.startswith(
+            (security.API_KEY_PREFIX + "_", security.WORKER_CREDENTIAL_PREFIX + "_")
+        ):
+            return value
+        return None
+    return request.cookies.get(security.SESSION_COOKIE) or None
 
 
 async def authenticate(request: Request) -> Principal:
-    """The caller, or 401. Credentials: `Authorization: Bearer <API key or cluster token>`, or the cookie."""
+    """The caller, or 401. Credentials: `Authorization: Bearer <API key, worker credential, cluster token
+    or session token>`, or the session cookie. A principal already found for this request is reused."""
+    found = getattr(request.state, "principal", None)
+    if isinstance(found, Principal):
+        return found
     ctx = context(request)
     header = request.headers.get("authorization", "")
+    principal: Principal
     if header:
         scheme, _, value = header.partition(" ")
         value = value.strip()
         if scheme.lower() != "bearer" or not value:
             raise Unauthorized("use 'Authorization: Bearer <API key>'")
         if value.startswith(security.API_KEY_PREFIX + "_"):
-            return await _from_api_key(ctx, request.app.state.api_key_cache, value)
-        if tokens_equal(value, ctx.cluster_token):
-            return WORKER
-        return await _from_session(ctx, value)
-    cookie = request.cookies.get(security.SESSION_COOKIE)
-    if cookie:
-        return await _from_session(ctx, cookie)
-    raise Unauthorized("authentication required: log in, or send 'Authorization: Bearer <API key>'")
+            principal = await _from_api_key(ctx, credential_cache(request), value)
+        elif value.startswith(security.WORKER_CREDENTIAL_PREFIX + "_"):
+            principal = await _from_worker_credential(ctx, credential_cache(request), value)
+        elif tokens_equal(value, ctx.cluster_token):
+            principal = REGISTRAR
+        else:
+            try:
+                principal = await _from_session(ctx, value)
+            except Unauthorized:
+                raise Unauthorized(
+                    "invalid bearer token: not an API key, a session, a worker credential "
+                    "or the cluster token"
+                ) from None
+    elif cookie := request.cookies.get(security.SESSION_COOKIE):
+        principal = await _from_session(ctx, cookie)
+    else:
+        raise Unauthorized("authentication required: log in, or send 'Authorization: Bearer <API key>'")
+    request.state.principal = principal
+    return principal
+
+
+def _refuse_non_users(principal: Principal) -> None:
+    if principal.kind is CredentialKind.CLUSTER_TOKEN:
+        raise Forbidden("the cluster token only registers workers; use an API key")
+    if principal.is_worker:
+        raise Forbidden("a worker credential reaches only the worker routes; use an API key")
 
 
 def _check_password_changed(principal: Principal) -> None:
-    if principal.require_password_change:
+    if principal.kind is CredentialKind.SESSION and principal.require_password_change:
         raise Forbidden(
             "you must change your password before using the API: "
             "POST /auth/update-password with current_password and new_password"
@@ -143,16 +216,14 @@ def _check_password_changed(principal: Principal) -> None:
 
 async def require_user(principal: Principal = Depends(authenticate)) -> Principal:
     """Any user (not a worker) who has set their own password."""
-    if principal.is_worker:
-        raise Forbidden("the cluster token is for workers; use an API key")
+    _refuse_non_users(principal)
     _check_password_changed(principal)
     return principal
 
 
 async def require_user_allow_password_change(principal: Principal = Depends(authenticate)) -> Principal:
     """Any user, even one who still has to change the initial password (for /auth and /users/me)."""
-    if principal.is_worker:
-        raise Forbidden("the cluster token is for workers; use an API key")
+    _refuse_non_users(principal)
     return principal
 
 
@@ -163,15 +234,21 @@ async def require_admin(principal: Principal = Depends(require_user)) -> Princip
 
 
 async def require_admin_or_worker(principal: Principal = Depends(authenticate)) -> Principal:
+    """An administrator, or a worker (whose route then limits it to what it runs)."""
     if principal.is_worker:
         return principal
-    _check_password_changed(principal)
-    if not principal.is_admin:
-        raise Forbidden("this needs an administrator")
-    return principal
+    return await require_admin(await require_user(principal))
 
 
 async def require_worker(principal: Principal = Depends(authenticate)) -> Principal:
     if not principal.is_worker:
-        raise Forbidden("this route is for workers: send the cluster token")
+        if principal.kind is CredentialKind.CLUSTER_TOKEN:
+            raise Forbidden("the cluster token only registers; send the credential registration returned")
+        raise Forbidden("this route is for workers: send the worker's own credential")
+    return principal
+
+
+async def require_registrar(principal: Principal = Depends(authenticate)) -> Principal:
+    if principal.kind is not CredentialKind.CLUSTER_TOKEN:
+        raise Forbidden("registering a worker needs the cluster token (<data-dir>/token on the server)")
     return principal

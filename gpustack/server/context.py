@@ -10,6 +10,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gpustack.config import Config
+from gpustack.server import security
 from gpustack.server.bus import EventBus
 from gpustack.server.requirements import Requirements
 
@@ -29,5 +30,16 @@ class ServerContext:
     # Model requirements from file headers, shared by the scheduler and model evaluations.
     requirements: Requirements = field(default_factory=Requirements)
 
+    _worker_credentials: dict[int, str] = field(default_factory=dict, init=False, repr=False)
+
     def session(self) -> AsyncSession:
         return self.sessions()
+
+    def worker_credential(self, worker_id: int) -> str:
+        """What this server presents to worker `worker_id` (the credential it gave it at registration)."""
+        credential = self._worker_credentials.get(worker_id)
+        if credential is None:
+            credential = self._worker_credentials[worker_id] = security.worker_credential(
+                self.session_secret, worker_id
+            )
+        return credential

@@ -42,12 +42,15 @@ async def instances_on_worker(
         )
         return list(result.scalars())
     placed = await session.execute(select(ModelInstanceRow).where(ModelInstanceRow.worker_id.is_not(None)))
-    return [
-        row
-        for row in placed.scalars()
-        if row.worker_id == worker_id
-        or any(p["worker_id"] == worker_id for p in row.subordinate_workers or [])
-    ]
+    return [row for row in placed.scalars() if worker_id in involved_workers(row)]
+
+
+def involved_workers(row: ModelInstanceRow) -> set[int]:
+    """The worker running the instance and those lending it GPUs."""
+    ids = {part["worker_id"] for part in row.subordinate_workers or []}
+    if row.worker_id is not None:
+        ids.add(row.worker_id)
+    return ids
 
 
 def set_worker_state(row: WorkerRow, state: WorkerState, message: str = "") -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -32,7 +32,10 @@ class WorkerApiError(Exception):
         self.message = message
 
 
-def create_worker_app(token: str, serve: ServeManager, log_dir: str) -> FastAPI:
+def create_worker_app(credential: Callable[[], str | None], serve: ServeManager, log_dir: str) -> FastAPI:
+    """The worker's API. Callers other than loopback health and log-level checks must present
+    `credential()`: the credential the server gave this worker at registration, which only the server
+    (and this worker) knows; other workers hold the cluster token, which opens nothing here."""
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(connect=5.0, read=None, write=60.0, pool=30.0),
         limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
@@ -60,10 +63,13 @@ def create_worker_app(token: str, serve: ServeManager, log_dir: str) -> FastAPI:
         )
 
     async def require_token(request: Request) -> None:
+        expected = credential()
+        if expected is None:
+            raise WorkerApiError(401, "this worker has not registered with a server yet")
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not tokens_equal(value.strip(), token):
-            raise WorkerApiError(401, "this worker accepts only the cluster token")
+        if scheme.lower() != "bearer" or not tokens_equal(value.strip(), expected):
+            raise WorkerApiError(401, "this worker accepts only its server, with the worker's credential")
 
     async def loopback_or_token(request: Request) -> None:
         if not is_loopback(request):

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from gpustack.schemas.models import ModelInstanceStateUpdate
-from gpustack.schemas.workers import WorkerPublic, WorkerRegistration, WorkerStatusReport
+from gpustack.schemas.workers import WorkerRegistered, WorkerRegistration, WorkerStatusReport
 
 
 class ServerError(RuntimeError):
@@ -21,13 +21,16 @@ class ServerError(RuntimeError):
 
 
 class ServerClient:
-    def __init__(self, server_url: str, token: str) -> None:
+    """Registers with the cluster token, then uses the worker's own credential for everything else."""
+
+    def __init__(self, server_url: str, token: str, verify: bool = True) -> None:
         self.server_url = server_url.rstrip("/")
-        self._http = httpx.AsyncClient(
-            base_url=self.server_url,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=httpx.Timeout(15.0),
-        )
+        self._token = token
+        self.credential: str | None = None
+        self._http = httpx.AsyncClient(base_url=self.server_url, timeout=httpx.Timeout(15.0), verify=verify)
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.credential or self._token}"}
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -45,25 +48,33 @@ class ServerClient:
                 f"HTTP {response.status_code}: {message}",
             )
 
-    async def register(self, registration: WorkerRegistration) -> WorkerPublic:
-        response = await self._http.post("/v1/workers/register", json=registration.model_dump(mode="json"))
+    async def register(self, registration: WorkerRegistration) -> WorkerRegistered:
+        response = await self._http.post(
+            "/v1/workers/register",
+            json=registration.model_dump(mode="json"),
+            headers={"Authorization": f"Bearer {self._token}"},
+        )
         self._check(response)
-        return WorkerPublic.model_validate(response.json())
+        registered = WorkerRegistered.model_validate(response.json())
+        self.credential = registered.credential
+        return registered
 
     async def report_status(self, worker_id: int, report: WorkerStatusReport) -> None:
         response = await self._http.put(
-            f"/v1/workers/{worker_id}/status", json=report.model_dump(mode="json")
+            f"/v1/workers/{worker_id}/status", json=report.model_dump(mode="json"), headers=self._auth()
         )
         self._check(response)
 
     async def report_instance(self, instance_id: int, update: ModelInstanceStateUpdate) -> None:
         response = await self._http.put(
-            f"/v1/model-instances/{instance_id}/state", json=update.model_dump(mode="json", exclude_none=True)
+            f"/v1/model-instances/{instance_id}/state",
+            json=update.model_dump(mode="json", exclude_none=True),
+            headers=self._auth(),
         )
         self._check(response)
 
     async def get_model(self, model_id: int) -> dict[str, Any]:
-        response = await self._http.get(f"/v1/models/{model_id}")
+        response = await self._http.get(f"/v1/models/{model_id}", headers=self._auth())
         self._check(response)
         result: dict[str, Any] = response.json()
         return result
@@ -74,6 +85,7 @@ class ServerClient:
             "GET",
             "/v1/model-instances",
             params={"worker_id": worker_id, "watch": "true"},
+            headers=self._auth(),
             # Keepalives arrive every 15 s; a silent minute means the connection is dead.
             timeout=httpx.Timeout(15.0, read=60.0),
         ) as response:

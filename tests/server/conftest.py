@@ -28,7 +28,18 @@ class RunningServer:
         return httpx.AsyncClient(base_url=self.url, timeout=30.0, **kwargs)
 
     def worker_client(self) -> httpx.AsyncClient:
+        """A client holding the cluster token: it can register, then `register` gives it a credential."""
         return self.client(headers={"Authorization": f"Bearer {self.ctx.cluster_token}"})
+
+    async def register(self, client: httpx.AsyncClient, body: dict) -> dict:
+        """Register a worker with the cluster token; `client` then uses the credential it got back."""
+        response = await client.post(
+            "/v1/workers/register", json=body, headers={"Authorization": f"Bearer {self.ctx.cluster_token}"}
+        )
+        assert response.status_code == 200, response.text
+        registered: dict = response.json()
+        client.headers["Authorization"] = f"Bearer {registered['credential']}"
+        return registered
 
 
 async def start_server(settings: dict[str, str | bool]) -> tuple[Server, asyncio.Event, asyncio.Task, str]:

@@ -44,14 +44,12 @@ async def test_registration_needs_the_cluster_token(server: RunningServer, admin
 
 async def test_a_name_clash_gets_a_distinct_name_and_a_rename_keeps_the_worker(server: RunningServer) -> None:
     async with server.worker_client() as worker:
-        first = (await worker.post("/v1/workers/register", json=registration("node", 1, "a" * 32))).json()
-        second = (await worker.post("/v1/workers/register", json=registration("node", 2, "b" * 32))).json()
+        first = await server.register(worker, registration("node", 1, "a" * 32))
+        second = await server.register(worker, registration("node", 2, "b" * 32))
         assert first["name"] == "node" and second["name"] == "node-bbbbbbbb" and first["id"] != second["id"]
-        renamed = (
-            await worker.post("/v1/workers/register", json=registration("New-Name", 1, "a" * 32))
-        ).json()
+        renamed = await server.register(worker, registration("New-Name", 1, "a" * 32))
         assert renamed["id"] == first["id"] and renamed["name"] == "New-Name"
-        again = (await worker.post("/v1/workers/register", json=registration("node", 2, "b" * 32))).json()
+        again = await server.register(worker, registration("node", 2, "b" * 32))
         assert again["id"] == second["id"] and again["name"] == "node"
 
 
@@ -66,9 +64,7 @@ async def test_silent_worker_becomes_not_ready_and_its_instances_are_placed_agai
     server: RunningServer, admin: httpx.AsyncClient, smollm2: str
 ) -> None:
     async with server.worker_client() as worker:
-        registered = (
-            await worker.post("/v1/workers/register", json=registration("w1", 1, interval=0.5))
-        ).json()
+        registered = await server.register(worker, registration("w1", 1, interval=0.5))
         await admin.post("/v1/models", json={"name": "smol", "local_path": smollm2})
 
         async def scheduled() -> dict | None:
@@ -118,7 +114,7 @@ async def test_worker_whose_healthz_does_not_answer_is_unreachable_until_it_does
 ) -> None:
     port = free_port()
     async with server.worker_client() as worker:
-        registered = (await worker.post("/v1/workers/register", json=registration("far", port))).json()
+        registered = await server.register(worker, registration("far", port))
 
         async def in_state(wanted: str) -> dict | None:
             state = await worker_state(admin, registered["id"])
@@ -144,13 +140,14 @@ async def test_deleting_a_worker_returns_its_instances_to_pending(
     server: RunningServer, admin: httpx.AsyncClient, smollm2: str
 ) -> None:
     async with server.worker_client() as worker:
-        registered = (await worker.post("/v1/workers/register", json=registration("gone", 1))).json()
+        registered = await server.register(worker, registration("gone", 1))
         await admin.post("/v1/models", json={"name": "smol", "local_path": smollm2})
         await wait_for(lambda: _state_is(admin, "scheduled"))
         assert (await admin.delete(f"/v1/workers/{registered['id']}")).status_code == 204
         await wait_for(lambda: _state_is(admin, "pending"))
         heartbeat = await worker.put(f"/v1/workers/{registered['id']}/status", json={"status": {}})
-        assert heartbeat.status_code == 404  # the worker then registers again
+        assert heartbeat.status_code == 401  # the worker then registers again
+        assert "was removed" in heartbeat.json()["message"]
 
 
 async def _state_is(admin: httpx.AsyncClient, state: str) -> bool:
@@ -162,7 +159,7 @@ async def test_watch_streams_a_snapshot_then_changes_of_this_workers_instances(
     server: RunningServer, admin: httpx.AsyncClient, smollm2: str
 ) -> None:
     async with server.worker_client() as worker:
-        registered = (await worker.post("/v1/workers/register", json=registration("watched", 1))).json()
+        registered = await server.register(worker, registration("watched", 1))
         async with worker.stream(
             "GET", "/v1/model-instances", params={"worker_id": registered["id"], "watch": "true"}
         ) as stream:
@@ -190,7 +187,7 @@ async def test_a_worker_cannot_report_on_an_instance_it_does_not_hold(
     server: RunningServer, admin: httpx.AsyncClient, smollm2: str
 ) -> None:
     async with server.worker_client() as worker:
-        registered = (await worker.post("/v1/workers/register", json=registration("holder", 1))).json()
+        registered = await server.register(worker, registration("holder", 1))
         await admin.post("/v1/models", json={"name": "smol", "local_path": smollm2})
         await wait_for(lambda: _state_is(admin, "scheduled"))
         instance = (await instances(admin))[0]
@@ -198,7 +195,7 @@ async def test_a_worker_cannot_report_on_an_instance_it_does_not_hold(
             f"/v1/model-instances/{instance['id']}/state",
             json={"worker_id": registered["id"] + 100, "state": "running"},
         )
-        assert wrong.status_code == 409
+        assert wrong.status_code == 403 and "reports only for itself" in wrong.json()["message"]
         scheduler_only = await worker.put(
             f"/v1/model-instances/{instance['id']}/state",
             json={"worker_id": registered["id"], "state": "pending"},
@@ -211,12 +208,12 @@ async def test_admin_labels_win_over_the_workers_own_and_survive_its_registratio
 ) -> None:
     async with server.worker_client() as worker:
         body = registration("labelled", 1, "c" * 32)
-        registered = (await worker.post("/v1/workers/register", json=body)).json()
+        registered = await server.register(worker, body)
         patched = await admin.patch(
             f"/v1/workers/{registered['id']}", json={"labels": {"rack": "a1", "os": "x"}}
         )
         assert patched.json()["labels"] == {"os": "x", "rack": "a1"}
-        again = (await worker.post("/v1/workers/register", json=body)).json()
+        again = await server.register(worker, body)
         assert again["labels"] == {"os": "x", "rack": "a1"}
         cleared = await admin.patch(f"/v1/workers/{registered['id']}", json={"labels": {}})
         assert cleared.json()["labels"] == {"os": "linux"}

@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gpustack.schemas.models import ModelInstancePublic, ModelInstanceState, ModelInstanceStateUpdate
 from gpustack.server.api.common import PageParams, get_or_404, paginate
 from gpustack.server.api.watch import watch_response
-from gpustack.server.auth import context, require_admin, require_admin_or_worker, require_worker
+from gpustack.server.auth import Principal, context, require_admin, require_admin_or_worker, require_worker
 from gpustack.server.db.retry import run_transaction
 from gpustack.server.db.tables import ModelInstanceRow, WorkerRow
-from gpustack.server.errors import BadRequest, Conflict, ServiceUnavailable
-from gpustack.server.services import set_instance_state
+from gpustack.server.errors import BadRequest, Conflict, Forbidden, NotFound, ServiceUnavailable
+from gpustack.server.services import involved_workers, set_instance_state
 from gpustack.utils.relay import stream_back
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/model-instances", tags=["model-instances"])
 
 
-@router.get("", dependencies=[Depends(require_admin_or_worker)], response_model=None)
+@router.get("", response_model=None)
 async def list_instances(
     request: Request,
     params: PageParams = Depends(),
@@ -34,8 +34,13 @@ async def list_instances(
     worker_id: int | None = None,
     state: ModelInstanceState | None = None,
     watch: bool = Query(False, description="stream a snapshot then changes as newline-delimited JSON"),
+    principal: Principal = Depends(require_admin_or_worker),
 ) -> Any:
+    """Administrators list any instances; a worker lists only its own (`worker_id` = its id), which
+    includes those it lends GPUs to."""
     ctx = context(request)
+    if principal.is_worker and worker_id != principal.worker_id:
+        raise Forbidden(f"a worker lists only its own instances: pass worker_id={principal.worker_id}")
     statement = select(ModelInstanceRow).order_by(ModelInstanceRow.id)
     if model_id is not None:
         statement = statement.where(ModelInstanceRow.model_id == model_id)
@@ -74,12 +79,15 @@ async def list_instances(
     return watch_response(ctx, ModelInstanceRow.__tablename__, snapshot, matches)
 
 
-@router.get(
-    "/{instance_id}", response_model=ModelInstancePublic, dependencies=[Depends(require_admin_or_worker)]
-)
-async def get_instance(request: Request, instance_id: int) -> ModelInstanceRow:
+@router.get("/{instance_id}", response_model=ModelInstancePublic)
+async def get_instance(
+    request: Request, instance_id: int, principal: Principal = Depends(require_admin_or_worker)
+) -> ModelInstanceRow:
     async with context(request).session() as session:
-        return await get_or_404(session, ModelInstanceRow, instance_id, "model instance")
+        row = await get_or_404(session, ModelInstanceRow, instance_id, "model instance")
+    if principal.is_worker and principal.worker_id not in involved_workers(row):
+        raise NotFound(f"model instance {instance_id} not found")  # what it does not run, it cannot see
+    return row
 
 
 @router.delete("/{instance_id}", status_code=204, dependencies=[Depends(require_admin)])
@@ -95,14 +103,19 @@ async def delete_instance(request: Request, instance_id: int) -> None:
     ctx.schedule_wanted.set()
 
 
-@router.put(
-    "/{instance_id}/state", response_model=ModelInstancePublic, dependencies=[Depends(require_worker)]
-)
+@router.put("/{instance_id}/state", response_model=ModelInstancePublic)
 async def report_state(
-    request: Request, instance_id: int, body: ModelInstanceStateUpdate
+    request: Request,
+    instance_id: int,
+    body: ModelInstanceStateUpdate,
+    principal: Principal = Depends(require_worker),
 ) -> ModelInstanceRow:
     """A worker reports the progress of an instance it runs."""
     ctx = context(request)
+    if body.worker_id != principal.worker_id:
+        raise Forbidden(
+            f"a worker reports only for itself: worker_id must be {principal.worker_id}, got {body.worker_id}"
+        )
     if body.state in (ModelInstanceState.PENDING, ModelInstanceState.ANALYZING, ModelInstanceState.SCHEDULED):
         raise BadRequest(f"workers cannot set state {body.state.value}; the scheduler owns it")
     logger.debug(
@@ -159,7 +172,7 @@ async def instance_logs(
         "GET",
         url,
         params={"tail": tail, "follow": str(follow).lower()},
-        headers={"Authorization": f"Bearer {ctx.cluster_token}"},
+        headers={"Authorization": f"Bearer {ctx.worker_credential(worker.id)}"},
         timeout=httpx.Timeout(10.0, read=None),
     )
     try:

@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gpustack.schemas.common import PaginatedList
 from gpustack.schemas.models import ModelCreate, ModelPublic, ModelSpec, ModelUpdate, check_source_fields
 from gpustack.server.api.common import PageParams, get_or_404, paginate
-from gpustack.server.auth import context, require_admin, require_admin_or_worker
+from gpustack.server.auth import Principal, context, require_admin, require_admin_or_worker
 from gpustack.server.db.retry import run_transaction
 from gpustack.server.db.tables import ModelInstanceRow, ModelRow
-from gpustack.server.errors import BadRequest, Conflict
+from gpustack.server.errors import BadRequest, Conflict, NotFound
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -56,10 +56,24 @@ async def create_model(request: Request, body: ModelCreate) -> ModelRow:
     return row
 
 
-@router.get("/{model_id}", response_model=ModelPublic, dependencies=[Depends(require_admin_or_worker)])
-async def get_model(request: Request, model_id: int) -> ModelRow:
+@router.get("/{model_id}", response_model=ModelPublic)
+async def get_model(
+    request: Request, model_id: int, principal: Principal = Depends(require_admin_or_worker)
+) -> ModelRow:
+    """A worker reads only models it runs an instance of (their `env` may hold secrets)."""
     async with context(request).session() as session:
-        return await get_or_404(session, ModelRow, model_id, "model")
+        row = await get_or_404(session, ModelRow, model_id, "model")
+        if principal.is_worker:
+            runs_it = await session.execute(
+                select(ModelInstanceRow.id)
+                .where(
+                    ModelInstanceRow.model_id == model_id, ModelInstanceRow.worker_id == principal.worker_id
+                )
+                .limit(1)
+            )
+            if runs_it.scalar() is None:
+                raise NotFound(f"model {model_id} not found")
+        return row
 
 
 @router.put("/{model_id}", response_model=ModelPublic, dependencies=[Depends(require_admin)])

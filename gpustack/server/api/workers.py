@@ -11,15 +11,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gpustack.schemas.common import PaginatedList
 from gpustack.schemas.workers import (
     WorkerPublic,
+    WorkerRegistered,
     WorkerRegistration,
     WorkerState,
     WorkerStatusReport,
     WorkerUpdate,
 )
+from gpustack.server import security
 from gpustack.server.api.common import PageParams, get_or_404, paginate
-from gpustack.server.auth import context, require_admin, require_worker
+from gpustack.server.auth import (
+    Principal,
+    context,
+    credential_cache,
+    require_admin,
+    require_registrar,
+    require_worker,
+)
 from gpustack.server.db.retry import run_transaction
 from gpustack.server.db.tables import WorkerRow, utcnow
+from gpustack.server.errors import Forbidden
 from gpustack.server.services import instances_on_worker, return_to_pending, set_worker_state
 
 logger = logging.getLogger(__name__)
@@ -82,6 +92,7 @@ async def delete_worker(request: Request, worker_id: int) -> None:
         await session.delete(worker)
 
     await run_transaction(ctx.session, delete, what=f"deleting worker {worker_id}", retry_stale=True)
+    credential_cache(request).clear()  # its credential stops working now, not in 30 s
     ctx.schedule_wanted.set()
 
 
@@ -94,8 +105,9 @@ async def _unique_name(session: AsyncSession, wanted: str, uuid: str) -> str:
     return f"{wanted[:190]}-{uuid}"
 
 
-@router.post("/register", response_model=WorkerPublic, dependencies=[Depends(require_worker)])
-async def register_worker(request: Request, body: WorkerRegistration) -> WorkerRow:
+@router.post("/register", response_model=WorkerRegistered, dependencies=[Depends(require_registrar)])
+async def register_worker(request: Request, body: WorkerRegistration) -> WorkerRegistered:
+    """Join with the cluster token; the answer carries the worker's own credential for everything else."""
     ctx = context(request)
     async with ctx.session() as session:
         by_name = (await session.execute(select(WorkerRow).where(WorkerRow.name == body.name))).scalar()
@@ -137,12 +149,23 @@ async def register_worker(request: Request, body: WorkerRegistration) -> WorkerR
         await session.commit()
     logger.info("worker %s registered from %s:%d", worker.name, worker.ip, worker.port)
     ctx.schedule_wanted.set()
-    return worker
+    return WorkerRegistered.model_validate(
+        {
+            **WorkerPublic.model_validate(worker).model_dump(),
+            "credential": security.worker_credential(ctx.session_secret, worker.id),
+        }
+    )
 
 
-@router.put("/{worker_id}/status", status_code=204, dependencies=[Depends(require_worker)])
-async def report_status(request: Request, worker_id: int, body: WorkerStatusReport) -> None:
+@router.put("/{worker_id}/status", status_code=204)
+async def report_status(
+    request: Request, worker_id: int, body: WorkerStatusReport, principal: Principal = Depends(require_worker)
+) -> None:
     ctx = context(request)
+    if principal.worker_id != worker_id:
+        raise Forbidden(
+            f"a worker reports only its own status; this credential belongs to worker {principal.worker_id}"
+        )
     logger.debug("worker %d reports its status (healthy: %s)", worker_id, body.healthy)
 
     async def record(session: AsyncSession) -> tuple[WorkerRow, bool]:
