@@ -11,6 +11,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gpustack.schemas.engine_settings import check_backend_parameters, check_environment
+
 
 class SourceEnum(str, Enum):
     LOCAL_PATH = "local_path"
@@ -62,7 +64,7 @@ def _check_parameters(value: list[str]) -> list[str]:
         if not item.strip():
             raise ValueError("backend_parameters must not contain empty strings")
         if "\x00" in item or "\n" in item:
-            raise ValueError(f"backend parameter {item!r} contains a control character")
+            raise ValueError(f"backend parameter {item[:40]!r} contains a control character")
     return value
 
 
@@ -87,6 +89,22 @@ def _check_local_path(value: str) -> str:
 BackendParameters = Annotated[list[str], AfterValidator(_check_parameters)]
 Environment = Annotated[dict[str, str], AfterValidator(_check_env)]
 LocalPath = Annotated[str, AfterValidator(_check_local_path)]
+
+
+def _fit_to_run(value: list[str]) -> list[str]:
+    check_backend_parameters(value)
+    return value
+
+
+def _fit_to_run_env(value: dict[str, str]) -> dict[str, str]:
+    check_environment(value)
+    return value
+
+
+# What create and update accept: also what an engine can safely be started with. Not checked on stored
+# views, so that a model saved before these checks still lists, and its worker says what to change.
+ParametersInput = Annotated[BackendParameters, AfterValidator(_fit_to_run)]
+EnvironmentInput = Annotated[Environment, AfterValidator(_fit_to_run_env)]
 
 
 class GPUSelector(BaseModel):
@@ -136,6 +154,8 @@ def check_source_fields(spec: ModelSpec) -> None:
 
 class ModelCreate(ModelSpec):
     name: str
+    backend_parameters: ParametersInput = Field(default_factory=list)
+    env: EnvironmentInput = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid")
 
@@ -161,8 +181,8 @@ class ModelUpdate(BaseModel):
     description: str | None = Field(default=None, max_length=2000)
     local_path: LocalPath | None = None
     backend_version: str | None = Field(default=None, max_length=64)
-    backend_parameters: BackendParameters | None = None
-    env: Environment | None = None
+    backend_parameters: ParametersInput | None = None
+    env: EnvironmentInput | None = None
     replicas: int | None = Field(default=None, ge=0, le=64)
     placement_strategy: PlacementStrategy | None = None
     worker_selector: dict[str, str] | None = None

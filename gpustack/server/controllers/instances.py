@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gpustack.schemas.engine_settings import check_backend_parameters, check_environment
 from gpustack.schemas.models import ModelInstanceState
 from gpustack.server.context import ServerContext
 from gpustack.server.db.retry import run_transaction
@@ -35,6 +36,16 @@ _WATCHED_STATES = {
 }
 
 
+def settings_problem(model: ModelRow) -> str | None:
+    """Why the model's stored parameters or environment cannot start an engine, if they cannot."""
+    try:
+        check_backend_parameters(model.backend_parameters or [])
+        check_environment(model.env or {})
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def restart_delay(restart_count: int) -> float:
     """Seconds to wait before the next restart: 5, 10, 20, ... up to 5 minutes."""
     return min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(restart_count, 16))
@@ -57,6 +68,17 @@ async def _restart_and_expire(session: AsyncSession) -> None:
         waited = (now - instance.state_changed_at).total_seconds()
         if instance.state == ModelInstanceState.ERROR.value:
             if not model.restart_on_error or instance.worker_id is None:
+                continue
+            problem = settings_problem(model)
+            if problem is not None:
+                # Settings stored before the API checked them would fail the same way on every restart.
+                message = (
+                    f"not restarted: the model's settings cannot start an engine: {problem}. "
+                    f"Change them with PUT /v1/models/{model.id} and it restarts"
+                )
+                if instance.state_message != message:
+                    logger.warning("model instance %s is not restarted: %s", instance.name, problem)
+                    instance.state_message = message
                 continue
             ran = instance.state_changed_at - (instance.last_restart_at or instance.created_at)
             if ran >= STABLE_RUN:

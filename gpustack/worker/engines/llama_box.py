@@ -118,8 +118,7 @@ def build_command(
     layout: Layout,
 ) -> list[str]:
     user = normalize_parameters(parameters)
-    argv = [executable.path, "--model", model_path, "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--alias", alias]
+    argv = [executable.path, "--model", model_path, "--alias", alias]
     if not _has_flag(user, "-c", "--ctx-size"):
         argv += ["--ctx-size", str(DEFAULT_CTX_SIZE)]
     if not _has_flag(user, "-np", "--parallel"):
@@ -136,7 +135,9 @@ def build_command(
         # llama.cpp's server would otherwise keep up to 8 GiB of prompts in RAM, which no claim covers;
         # the scheduler's estimate assumes this default too (see server/controllers/scheduler.py).
         argv += ["--cache-ram", "0"]
-    return argv + user
+    # Where the engine listens is the worker's: given last, these win over a copy among the user's
+    # parameters (the API and the worker refuse one; this holds even for a spelling they miss).
+    return argv + user + ["--host", "127.0.0.1", "--port", str(port)]
 
 
 def visible_devices_env(gpu_type: str | None, device_ids: list[str]) -> dict[str, str]:
