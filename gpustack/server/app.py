@@ -18,6 +18,7 @@ from gpustack.server.auth import ApiKeyCache
 from gpustack.server.context import ServerContext
 from gpustack.server.gateway import routes as gateway
 from gpustack.server.gateway.routing import RoutingTable, maintain
+from gpustack.utils.request_log import RequestLog
 
 
 def create_app(ctx: ServerContext) -> FastAPI:
@@ -42,6 +43,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, errors.handle_http_exception)
     app.add_exception_handler(StaleDataError, errors.handle_stale_data)
     app.add_exception_handler(gateway.OpenAIError, _handle_openai_error)
+    app.add_middleware(RequestLog, logger_name="gpustack.server.requests")
     for module in (system, auth, users, api_keys, workers, models, instances, evaluations):
         app.include_router(module.router)
     app.include_router(gateway.build_router())

@@ -13,6 +13,7 @@ import httpx
 
 from gpustack.config import Config
 from gpustack.schemas.workers import WorkerPublic, WorkerRegistration, WorkerStatusReport
+from gpustack.utils.errors import describe_error
 from gpustack.utils.files import read_or_create, write_private
 from gpustack.utils.network import first_non_loopback_ip
 from gpustack.utils.uvicorn_server import bind_socket, make_server
@@ -145,7 +146,10 @@ class Worker:
                 worker = await self.client.register(registration)
             except (httpx.HTTPError, ServerError) as exc:
                 logger.warning(
-                    "cannot register with %s yet: %s; retrying in %.0fs", self.server_url, exc, delay
+                    "cannot register with %s yet: %s; retrying in %.0fs",
+                    self.server_url,
+                    describe_error(exc),
+                    delay,
                 )
                 await _sleep_unless_stopped(stop, delay)
                 delay = min(delay * 2, 10.0)
@@ -174,7 +178,7 @@ class Worker:
                 else:
                     logger.warning("heartbeat rejected: %s", exc)
             except httpx.HTTPError as exc:
-                logger.warning("heartbeat to %s failed: %s", self.server_url, exc)
+                logger.warning("heartbeat to %s failed: %s", self.server_url, describe_error(exc))
             except Exception:
                 # A heartbeat loop that died would take every instance of this worker with it.
                 logger.exception("heartbeat failed unexpectedly; trying again at the next interval")
@@ -201,7 +205,10 @@ class Worker:
                     self.serve.reconcile(view)
             except (httpx.HTTPError, ServerError, ValueError) as exc:
                 logger.warning(
-                    "watch on %s interrupted: %s; reconnecting in %.0fs", self.server_url, exc, delay
+                    "watch on %s interrupted: %s; reconnecting in %.0fs",
+                    self.server_url,
+                    describe_error(exc),
+                    delay,
                 )
             except Exception:
                 logger.exception("watch failed unexpectedly; reconnecting in %.0fs", delay)

@@ -12,8 +12,10 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from gpustack import __version__
+from gpustack.utils.errors import describe_error
 from gpustack.utils.log_level_route import is_loopback, log_level_router
 from gpustack.utils.relay import WORKER_ERROR_HEADER, stream_back
+from gpustack.utils.request_log import RequestLog
 from gpustack.utils.tokens import tokens_equal
 from gpustack.worker.serve import ServeManager, serve_log_path, tail_lines
 
@@ -49,6 +51,8 @@ def create_worker_app(credential: Callable[[], str | None], serve: ServeManager,
     app = FastAPI(
         title="GPUStack worker", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan
     )
+
+    app.add_middleware(RequestLog, logger_name="gpustack.worker.requests")
 
     @app.exception_handler(WorkerApiError)
     async def _error(_request: Request, exc: WorkerApiError) -> JSONResponse:
@@ -119,7 +123,8 @@ def create_worker_app(credential: Callable[[], str | None], serve: ServeManager,
         try:
             upstream = await http.send(upstream_request, stream=True)
         except httpx.TransportError as exc:
-            raise WorkerApiError(502, f"the engine on port {port} did not answer: {exc}") from None
+            reason = describe_error(exc, with_request=False)
+            raise WorkerApiError(502, f"the engine on port {port} did not answer: {reason}") from None
         return stream_back(upstream)
 
     return app

@@ -42,6 +42,8 @@ class ServerClient:
                 message = response.json().get("message", response.text)
             except ValueError:
                 message = response.text
+            # An empty answer (a proxy's, or a server that died mid-reply) still gets words.
+            message = str(message).strip() or response.reason_phrase or "the server gave no details"
             raise ServerError(
                 response.status_code,
                 f"{response.request.method} {response.request.url.path}: "

@@ -19,6 +19,7 @@ from gpustack.server.db.retry import run_transaction
 from gpustack.server.db.tables import ModelInstanceRow, WorkerRow
 from gpustack.server.errors import BadRequest, Conflict, Forbidden, NotFound, ServiceUnavailable
 from gpustack.server.services import involved_workers, set_instance_state
+from gpustack.utils.errors import describe_error
 from gpustack.utils.relay import stream_back
 
 logger = logging.getLogger(__name__)
@@ -178,7 +179,8 @@ async def instance_logs(
     try:
         upstream = await ctx.http.send(upstream_request, stream=True)
     except httpx.HTTPError as exc:
-        raise ServiceUnavailable(f"cannot reach worker {worker.name} at {url}: {exc}") from None
+        reason = describe_error(exc, with_request=False)
+        raise ServiceUnavailable(f"cannot reach worker {worker.name} at {url}: {reason}") from None
     if upstream.status_code != 200:
         body = (await upstream.aread()).decode(errors="replace")
         await upstream.aclose()

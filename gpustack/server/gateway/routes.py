@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from gpustack.server.auth import Principal, authenticate, context
 from gpustack.server.errors import ApiError
 from gpustack.server.gateway.routing import Endpoint, RoutingTable
+from gpustack.utils.errors import describe_error
 from gpustack.utils.relay import WORKER_ERROR_HEADER, stream_back
 
 logger = logging.getLogger(__name__)
@@ -125,7 +126,9 @@ async def relay(request: Request, path: str) -> Response:
             upstream = await _send(request, endpoint, path, body)
         except httpx.TransportError as exc:
             # Nothing reached the engine; the next instance can take the request.
-            failures.append(f"{endpoint.instance_name} on {endpoint.worker_name}: {type(exc).__name__}")
+            reason = describe_error(exc, with_request=False)
+            failures.append(f"{endpoint.instance_name} on {endpoint.worker_name}: {reason}")
+            logger.debug("model %s: %s unreachable, next one: %s", model, endpoint.instance_name, reason)
             continue
         if WORKER_ERROR_HEADER.lower() in upstream.headers:
             # The worker refused before any engine saw the request (e.g. the engine just stopped).
@@ -133,6 +136,14 @@ async def relay(request: Request, path: str) -> Response:
             await upstream.aclose()
             failures.append(f"{endpoint.instance_name} on {endpoint.worker_name}: {_message_of(detail)}")
             continue
+        logger.debug(
+            "model %s: served by instance %s on worker %s (engine port %d): HTTP %d",
+            model,
+            endpoint.instance_name,
+            endpoint.worker_name,
+            endpoint.engine_port,
+            upstream.status_code,
+        )
         return stream_back(upstream)
     logger.warning("model %s: no instance answered: %s", model, "; ".join(failures))
     raise OpenAIError(

@@ -1,0 +1,136 @@
+"""What the log says at debug, switched on at run time: every request, each scheduling round, worker
+reports, and which instance the gateway chose for a model."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from sqlalchemy import select
+
+from gpustack.log import current_level, set_level
+from gpustack.server.db.tables import ModelInstanceRow
+from gpustack.utils.uvicorn_server import bind_socket, make_server
+from tests.conftest import free_port
+from tests.server.conftest import RunningServer
+from tests.server.test_gateway_errors import api_key
+from tests.server.test_models_api import wait_for
+from tests.server.test_workers_api import registration
+
+
+@pytest.fixture
+def records() -> Iterator[list[logging.LogRecord]]:
+    """Every record that passes the process's level, which starts at info (gpustack start's default)."""
+    kept: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            kept.append(record)
+
+    handler = Keep()
+    before = current_level()
+    set_level("info")
+    logging.getLogger().addHandler(handler)
+    yield kept
+    logging.getLogger().removeHandler(handler)
+    set_level(before)
+
+
+def lines(records: list[logging.LogRecord], logger: str, level: int | None = None) -> list[str]:
+    return [r.getMessage() for r in records if r.name == logger and (level is None or r.levelno == level)]
+
+
+async def test_requests_are_logged_failures_at_info_and_the_rest_once_debug_is_on(
+    server: RunningServer, records: list[logging.LogRecord]
+) -> None:
+    async with server.client() as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/v1/models")).status_code == 401
+        logged = lines(records, "gpustack.server.requests")
+        assert len(logged) == 1 and '"GET /v1/models" 401' in logged[0] and logged[0].endswith(" ms")
+        assert (await client.put("/debug/log_level", content="debug")).status_code == 200  # the FAQ's way
+        assert (await client.get("/healthz")).status_code == 200
+    debug = lines(records, "gpustack.server.requests", logging.DEBUG)
+    assert any('"GET /healthz" 200' in line for line in debug), debug
+
+
+async def test_debug_log_shows_scheduling_rounds_and_worker_reports(
+    server: RunningServer, admin: httpx.AsyncClient, records: list[logging.LogRecord]
+) -> None:
+    set_level("debug")
+    async with server.worker_client() as worker:
+        response = await worker.post("/v1/workers/register", json=registration("w", 1))
+        worker_id = response.json()["id"]
+        if "credential" in response.json():
+            worker.headers["Authorization"] = f"Bearer {response.json()['credential']}"
+        status = await worker.put(
+            f"/v1/workers/{worker_id}/status", json={"status": registration("w", 1)["status"]}
+        )
+        assert status.status_code == 204, status.text
+    await admin.post("/v1/models", json={"name": "ghost", "local_path": "/nowhere/ghost.gguf"})
+
+    async def explained() -> bool:
+        scheduler = lines(records, "gpustack.server.controllers.scheduler", logging.DEBUG)
+        return any(
+            "placing 1 pending instance(s); allocatable: w (ready, 0 placed): RAM" in s for s in scheduler
+        )
+
+    await wait_for(explained)
+    scheduler = lines(records, "gpustack.server.controllers.scheduler", logging.DEBUG)
+    assert any("cannot estimate model ghost" in line for line in scheduler), scheduler
+    assert f"worker {worker_id} reports its status (healthy: True)" in lines(
+        records, "gpustack.server.api.workers", logging.DEBUG
+    )
+
+
+@pytest.fixture
+async def worker_stand_in() -> AsyncIterator[int]:
+    """A worker's proxy that answers every completion itself: where the gateway sends is what counts."""
+    app = FastAPI()
+
+    @app.post("/proxy/{path:path}")
+    async def proxy(request: Request) -> dict:
+        return {"instance": request.headers.get("x-target-instance"), "choices": []}
+
+    port = free_port()
+    server = make_server(app)
+    serving = asyncio.create_task(server.serve(sockets=[bind_socket("127.0.0.1", port, "--port")]))
+    yield port
+    server.should_exit = True
+    await serving
+
+
+async def test_debug_log_names_the_instance_the_gateway_chose(
+    server: RunningServer, admin: httpx.AsyncClient, records: list[logging.LogRecord], worker_stand_in: int
+) -> None:
+    async with server.worker_client() as worker:
+        response = await worker.post("/v1/workers/register", json=registration("w", worker_stand_in))
+        worker_id = response.json()["id"]
+    model = (await admin.post("/v1/models", json={"name": "m", "local_path": "/nowhere/m.gguf"})).json()
+
+    async def instance() -> ModelInstanceRow | None:
+        async with server.ctx.session() as session:
+            query = select(ModelInstanceRow).where(ModelInstanceRow.model_id == model["id"])
+            return (await session.execute(query)).scalar()
+
+    await wait_for(instance)
+    async with server.ctx.session() as session:  # as if the worker had reported its engine running
+        row = (await session.execute(select(ModelInstanceRow))).scalar_one()
+        row.worker_id, row.worker_name, row.port, row.state = worker_id, "w", 40123, "running"
+        name = row.name
+        await session.commit()
+    set_level("debug")
+    key = await api_key(admin)
+    async with server.client(headers={"Authorization": f"Bearer {key}"}) as client:
+
+        async def routed() -> bool:
+            answer = await client.post("/v1/chat/completions", json={"model": "m", "messages": []})
+            return answer.status_code == 200
+
+        await wait_for(routed)
+    gateway = lines(records, "gpustack.server.gateway.routes", logging.DEBUG)
+    assert f"model m: served by instance {name} on worker w (engine port 40123): HTTP 200" in gateway, gateway
