@@ -13,7 +13,7 @@ KNOWN_MODEL_TYPES = frozenset(
         "gemma3", "gemma3_text", "phi3", "phimoe", "deepseek_v2", "deepseek_v3", "internlm2", "internlm3",
         "baichuan", "yi", "granite", "granitemoe", "olmo", "olmo2", "starcoder2", "cohere", "cohere2",
         "exaone", "stablelm", "minicpm", "glm", "glm4", "glm4_moe", "ernie4_5", "ernie4_5_moe", "smollm3",
-        "qwen2_vl", "qwen2_5_vl", "llava", "mistral3", "gpt_oss",
+        "qwen2_vl", "qwen2_5_vl", "llava", "mistral3", "gpt_oss", "qwen2_5_omni_text", "qwen2_5_omni_thinker",
     }
 )  # fmt: skip
 
@@ -115,12 +115,22 @@ def _first(config: dict[str, Any], *keys: str) -> Any:
     return None
 
 
+# Where multimodal checkpoints keep their language model's config, in the order vLLM and transformers look:
+# Qwen2.5-Omni and Qwen3-Omni nest it twice (thinker_config.text_config); InternVL uses llm_config.
+_NESTED_TEXT_KEYS = ("thinker_config", "text_config", "llm_config", "language_config")
+_MAX_TEXT_NESTING = 4
+
+
 def text_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The language model's part of a config: multimodal models nest it under text_config / llm_config."""
-    for key in ("text_config", "llm_config", "language_config"):
-        nested = config.get(key)
-        if isinstance(nested, dict) and nested:
-            return nested
+    """The language model's part of a config, however deep a multimodal checkpoint nests it."""
+    for _ in range(_MAX_TEXT_NESTING):
+        for key in _NESTED_TEXT_KEYS:
+            nested = config.get(key)
+            if isinstance(nested, dict) and nested:
+                config = nested
+                break
+        else:
+            return config
     return config
 
 
@@ -150,7 +160,9 @@ def _sliding_layers(text: dict[str, Any], model_type: str, num_layers: int) -> t
     layer_types = text.get("layer_types")
     if isinstance(layer_types, list) and layer_types:
         return window, sum(1 for t in layer_types[:num_layers] if t == "sliding_attention")
-    if model_type in ("qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "qwen2_vl", "qwen2_5_vl"):
+    if model_type in (
+        "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "qwen2_vl", "qwen2_5_vl", "qwen2_5_omni_text",
+    ):  # fmt: skip
         if not text.get("use_sliding_window", False):
             return None, 0
         first = int(text.get("max_window_layers", num_layers))

@@ -85,6 +85,7 @@ class LlamaBoxEstimate:
     rpc_devices: int = 0  # the first devices of a placement are these RPC servers (--rpc)
     embeddings: bool = False
     split_mode: str = "layer"  # with "none" llama.cpp keeps only the main GPU: no pipeline parallelism
+    options: LlamaBoxOptions = field(default_factory=LlamaBoxOptions)  # what it was estimated for
     _table: list[OffloadRow] | None = field(default=None, repr=False, compare=False)
 
     def split(
@@ -270,6 +271,7 @@ def estimate_llama_box(
         rpc_devices=len(options.rpc),
         embeddings=options.embeddings,
         split_mode=options.split_mode,
+        options=options,
     )
     estimate.cpu_only = MemoryNeed(ram=estimate.split([]).ram, vram=0)
     estimate.full_offload = estimate.offload(estimate.total_layers)

@@ -48,6 +48,9 @@ class LlamaBoxOptions:
     # Embeddings and reranking: every token of a batch is an output.
     embeddings: bool = False  # --embeddings, or --reranking
     pooling: str | None = None  # --pooling none|mean|cls|last|rank; None = the model's own
+    # CPU threads: None = llama.cpp's default; 0 = every logical core (what llama.cpp makes of -t 0 or -1)
+    threads: int | None = None  # -t / --threads: generation
+    threads_batch: int | None = None  # -tb / --threads-batch: prompt processing (default: --threads)
 
     @property
     def flash_attn_on(self) -> bool:
@@ -125,6 +128,21 @@ def _set_gpu_layers(options: LlamaBoxOptions, flag: str, value: str | None) -> N
         options.gpu_layers = None
         return
     options.gpu_layers = _int_value(flag, value, 0, " (or 'auto' / 'all')")
+
+
+def _set_threads(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
+    # llama.cpp: a value <= 0 means std::thread::hardware_concurrency(), every logical core
+    try:
+        number = int(value) if value is not None else None
+    except ValueError:
+        number = None
+    if number is None:
+        got = "nothing" if value is None else repr(value)
+        raise ValueError(f"{flag}: expects a number of threads, got {got}")
+    if flag in ("-tb", "--threads-batch"):
+        options.threads_batch = max(number, 0)
+    else:
+        options.threads = max(number, 0)
 
 
 def _set_load_mode(options: LlamaBoxOptions, flag: str, value: str | None) -> None:
@@ -219,7 +237,9 @@ for _names, _setter, _takes in [
     (("-fa", "--flash-attn"), _set_flash_attn, "optional"),
     (("-ctk", "--cache-type-k"), _set_cache_type_k, "required"),
     (("-ctv", "--cache-type-v"), _set_cache_type_v, "required"),
-    (("-ngl", "--gpu-layers", "--n-gpu-layers"), _set_gpu_layers, "required"),
+    # --ngl is upstream GPUStack's spelling; llama.cpp itself knows only the other three
+    (("-ngl", "--ngl", "--gpu-layers", "--n-gpu-layers"), _set_gpu_layers, "required"),
+    (("-t", "--threads", "-tb", "--threads-batch"), _set_threads, "required"),
     (("-lm", "--load-mode"), _set_load_mode, "required"),
     (("-cram", "--cache-ram"), _set_cache_ram, "required"),
     (("-ctxcp", "--ctx-checkpoints", "--swa-checkpoints"), _set_ctx_checkpoints, "required"),

@@ -23,6 +23,7 @@ from gpustack.estimate.vllm import (
     faq_rule_bytes,
     fmt_gib,
     kv_cache_bytes,
+    parallel_flags_given,
     parse_flags,
     parse_fraction,
     parse_positive_int,
@@ -44,9 +45,19 @@ class MindieOptions:
     max_batch_size: int = 200
     max_prefill_batch_size: int = 50
     cache_block_size: int = 128
-    tensor_parallel_size: int = 1  # the NPUs one instance spans (worldSize)
+    tensor_parallel_size: int = 1  # attention's tensor parallel size
     pipeline_parallel_size: int = 1
+    data_parallel_size: int = 1  # attention's data parallel groups (MoE layers span the whole world)
     dtype: str = "auto"
+    parallel_given: bool = False  # the user set -tp, -pp or -dp: the world size is theirs
+
+    @property
+    def devices(self) -> int:
+        """NPUs one instance spans (MindIE's worldSize): tp x pp with pipeline parallelism, tp x dp with
+        data parallelism (GPUStack's MindIE refuses both at once), else tp."""
+        if self.pipeline_parallel_size > 1:
+            return self.tensor_parallel_size * self.pipeline_parallel_size
+        return self.tensor_parallel_size * self.data_parallel_size
 
 
 def _power_of_two(text: str) -> int:
@@ -67,6 +78,8 @@ _MINDIE_VALUED = {
     "-tp": ("tensor_parallel_size", _power_of_two),
     "--pipeline-parallel-size": ("pipeline_parallel_size", parse_positive_int),
     "-pp": ("pipeline_parallel_size", parse_positive_int),
+    "--data-parallel-size": ("data_parallel_size", _power_of_two),
+    "-dp": ("data_parallel_size", _power_of_two),
     "--dtype": ("dtype", str.lower),
 }
 
@@ -74,6 +87,12 @@ _MINDIE_VALUED = {
 def parse_mindie_options(backend_parameters: list[str]) -> MindieOptions:
     options = MindieOptions()
     parse_flags(backend_parameters, _MINDIE_VALUED, {}, options)
+    if options.pipeline_parallel_size > 1 and options.data_parallel_size > 1:
+        raise ValueError(
+            f"--pipeline-parallel-size {options.pipeline_parallel_size} and --data-parallel-size "
+            f"{options.data_parallel_size} cannot be used together with MindIE: choose one"
+        )
+    options.parallel_given = parallel_flags_given(backend_parameters)
     return options
 
 

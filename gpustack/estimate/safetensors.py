@@ -189,6 +189,10 @@ class LoadedWeights:
     skipped_bytes: int = 0  # stored but not loaded (tied lm_head, extra MTP layers)
 
 
+# Qwen2.5-Omni's speech generator: vLLM's thinker-only model never loads these weights.
+_SPEECH_OUTPUT_PREFIXES = ("talker.", "token2wav.")
+
+
 def loaded_weights(
     files: ModelFiles, arch: ModelArch, dtype: str = "auto", quantization: str | None = None
 ) -> LoadedWeights:
@@ -213,6 +217,9 @@ def loaded_weights(
         for dim in shape:
             count *= dim
         layer = _layer_index(name) if name.startswith("model.layers.") else None
+        if name.startswith(_SPEECH_OUTPUT_PREFIXES):
+            skipped += stored_bytes  # vLLM serves an Omni model's thinker only
+            continue
         if (layer is not None and arch.num_layers and layer >= arch.num_layers) or (
             arch.tie_word_embeddings and name.endswith("lm_head.weight")
         ):

@@ -66,6 +66,20 @@ class VllmOptions:
     block_size: int = 16
     kv_cache_memory_bytes: int | None = None
     enable_chunked_prefill: bool = True
+    data_parallel_size: int = 1  # DP ranks, each a full tensor x pipeline parallel group
+    parallel_given: bool = False  # the user set -tp, -pp or -dp: the device count is theirs
+
+    @property
+    def devices(self) -> int:
+        """GPUs one instance spans: tensor x pipeline parallel size, times the data parallel ranks."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size * self.data_parallel_size
+
+
+PARALLEL_FLAGS = frozenset(
+    {
+        "--tensor-parallel-size", "-tp", "--pipeline-parallel-size", "-pp", "--data-parallel-size", "-dp",
+    }
+)  # fmt: skip
 
 
 def _size(text: str) -> int:
@@ -164,6 +178,8 @@ _VLLM_VALUED: dict[str, tuple[str, Callable[[str], Any]]] = {
     "-tp": ("tensor_parallel_size", parse_positive_int),
     "--pipeline-parallel-size": ("pipeline_parallel_size", parse_positive_int),
     "-pp": ("pipeline_parallel_size", parse_positive_int),
+    "--data-parallel-size": ("data_parallel_size", parse_positive_int),
+    "-dp": ("data_parallel_size", parse_positive_int),
     "--kv-cache-dtype": ("kv_cache_dtype", _kv_dtype),
     "--max-num-seqs": ("max_num_seqs", parse_positive_int),
     "--max-num-batched-tokens": ("max_num_batched_tokens", parse_positive_int),
@@ -184,7 +200,12 @@ _VLLM_SWITCHES = {
 def parse_vllm_options(backend_parameters: list[str]) -> VllmOptions:
     options = VllmOptions()
     parse_flags(backend_parameters, _VLLM_VALUED, _VLLM_SWITCHES, options)
+    options.parallel_given = parallel_flags_given(backend_parameters)
     return options
+
+
+def parallel_flags_given(backend_parameters: list[str]) -> bool:
+    return any(flag in PARALLEL_FLAGS for flag, _ in split_parameters(backend_parameters))
 
 
 def batch_defaults(gpu_total: int | None) -> tuple[int, int]:

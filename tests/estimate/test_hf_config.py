@@ -105,3 +105,34 @@ def test_quantization_configs():
     parsed = parse_quantization({"quantization_config": ct})
     assert parsed is not None and (parsed.bits, parsed.group_size) == (4.0, 32)
     assert parse_quantization({}) is None
+
+
+def qwen25_omni_config() -> dict:
+    """Qwen2.5-Omni-7B's config.json: the language model two levels down, in thinker_config.text_config."""
+    text = {
+        "model_type": "qwen2_5_omni_text", "hidden_size": 3584, "intermediate_size": 18944,
+        "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
+        "max_position_embeddings": 32768, "sliding_window": 32768, "use_sliding_window": False,
+        "rope_theta": 1000000.0, "torch_dtype": "bfloat16",
+    }  # fmt: skip
+    return {
+        "architectures": ["Qwen2_5OmniModel"],
+        "model_type": "qwen2_5_omni",
+        "enable_audio_output": True,
+        "thinker_config": {
+            "model_type": "qwen2_5_omni_thinker",
+            "text_config": text,
+            "audio_config": {"d_model": 1280, "encoder_layers": 32, "encoder_attention_heads": 20},
+            "vision_config": {"hidden_size": 1280, "depth": 32, "num_heads": 16},
+        },
+        "talker_config": {"model_type": "qwen2_5_omni_talker", "hidden_size": 896, "num_attention_heads": 12},
+        "token2wav_config": {"model_type": "qwen2_5_omni_token2wav"},
+    }
+
+
+def test_qwen25_omni_reads_the_text_model_inside_thinker_config():
+    # Before: the top level has no heads, so any tensor parallel size passed the divisibility check.
+    arch = parse_config(qwen25_omni_config())
+    assert (arch.num_attention_heads, arch.num_key_value_heads, arch.num_layers) == (28, 4, 28)
+    assert arch.hidden_size == 3584 and arch.max_model_len == 32768 and arch.is_multimodal
+    assert arch.model_type == "qwen2_5_omni_text" and arch.known and arch.sliding_layers == 0

@@ -330,3 +330,19 @@ def test_split_model_counts_the_weights_of_every_shard(tmp_path: Path) -> None:
     estimate = estimate_llama_box(shards[0], LlamaBoxOptions(), shards)
     assert estimate.weights_bytes == EMBD_BYTES + 2 * LAYER_BYTES + OUTPUT_BYTES
     assert estimate.total_layers == 3
+
+
+@pytest.mark.parametrize(
+    "params", [["-ngl", "50"], ["--ngl=50"], ["--n-gpu-layers", "50"], ["--gpu-layers 50"], ["--ngl", "50"]]
+)
+def test_gpu_layers_are_read_in_every_spelling_upstream_gpustack_users_write(params: list[str]) -> None:
+    assert parse_llama_box_options(params).gpu_layers == 50
+
+
+def test_cpu_threads_are_read_and_zero_or_less_means_every_core() -> None:
+    options = parse_llama_box_options(["-t", "4", "--threads-batch=8"])
+    assert (options.threads, options.threads_batch) == (4, 8)
+    assert parse_llama_box_options(["--threads", "-1"]).threads == 0
+    assert LlamaBoxOptions().threads is None
+    with pytest.raises(ValueError, match="-t: expects a number of threads, got 'many'"):
+        parse_llama_box_options(["-t", "many"])

@@ -43,3 +43,14 @@ def test_budget_message_names_the_fraction(tmp_path):
     estimate = estimate_mindie(read_local_model(str(tmp_path)), parse_mindie_options([]))
     message = estimate.check_gpu(GiB // 2, GiB // 2, 1, estimate.options)
     assert message is not None and "(--npu-memory-fraction 0.9)" in message
+
+
+def test_world_size_follows_gpustacks_mindie_rules():
+    assert parse_mindie_options(["-tp", "8", "-pp", "2"]).devices == 16  # tp x pp
+    assert parse_mindie_options(["--data-parallel-size", "2", "-tp", "4"]).devices == 8  # dp x tp
+    assert parse_mindie_options(["-tp", "16"]).devices == 16
+    assert not parse_mindie_options([]).parallel_given
+    with pytest.raises(ValueError, match="-dp: invalid value '3'"):
+        parse_mindie_options(["-dp", "3"])
+    with pytest.raises(ValueError, match="cannot be used together with MindIE: choose one"):
+        parse_mindie_options(["-pp", "2", "-dp", "2"])

@@ -243,3 +243,11 @@ def test_a_16_bit_checkpoint_is_never_estimated_below_the_faqs_rule(tmp_path: Pa
     assert modelled(estimate, 1) < rule  # the model alone would need less (17.2 GiB) ...
     assert estimate.per_gpu_bytes(1) == rule  # ... but BF16 is estimated at weights x 1.2 + 2 GiB at least
     assert estimate.breakdown(1)["faq_rule_floor"] == rule - modelled(estimate, 1)
+
+
+def test_parallel_sizes_fix_the_device_count_only_when_given():
+    options = parse_vllm_options(["-tp", "2", "--pipeline-parallel-size=2", "-dp", "2"])
+    assert options.parallel_given and options.devices == 8
+    assert parse_vllm_options(["--data-parallel-size", "4"]).devices == 4
+    default = parse_vllm_options(["--max-model-len", "4096"])
+    assert not default.parallel_given and default.devices == 1
