@@ -1,14 +1,16 @@
 """How fast the scheduler places instances on a large mixed cluster.
 
-    .venv/bin/python bench/scheduler.py [--workers 500] [--instances 2000] [--seed 7]
+    .venv/bin/python bench/scheduler.py [--workers 500] [--instances 2000] [--seed 7] [--classic]
 
 A synthetic cluster: workers with 8 GPUs of mixed vendors and sizes (NVIDIA 24/48/80 GiB, AMD 192 GiB,
 Ascend 64 GiB), some Macs with unified memory, some CPU-only boxes. Instances of mixed models and
-backends (llama-box GGUF of 1B-70B built from real GGUF headers and the real estimator; vLLM and MindIE
-from config-only checkpoints; vox-box) are placed one after another, each seeing the claims of those
-before it, as the server does. Printed: placements per second and the 50th/99th percentile of one
-decision, next to a baseline measured in the same run: one pass over every GPU of the cluster doing
-nothing but compare free memory with a number (the floor any placement that looks at every GPU pays).
+backends (llama-box GGUF of 1B-70B and DeepSeek R1 at 2 bits, built from real GGUF headers and the real
+estimator, some with the user's -ngl; vLLM, some with -tp 2, and MindIE from config-only checkpoints;
+vox-box) are placed one after another, each seeing the claims of those before it, as the server does.
+Printed: placements per second and the 50th/99th percentile of one decision, next to a baseline
+measured in the same run: one pass over every GPU of the cluster doing nothing but compare free memory
+with a number (the floor any placement that looks at every GPU pays). --classic places the mix of
+earlier versions of this script (no R1, -ngl or -tp), to compare with their figures.
 """
 
 from __future__ import annotations
@@ -23,19 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gpustack.estimate.mindie import MindieOptions, estimate_mindie  # noqa: E402
-from gpustack.estimate.vllm import VllmOptions, estimate_vllm  # noqa: E402
+from gpustack.estimate.mindie import estimate_mindie, parse_mindie_options  # noqa: E402
+from gpustack.estimate.vllm import estimate_vllm, parse_vllm_options  # noqa: E402
 from gpustack.scheduler.candidates import Placement  # noqa: E402
 from gpustack.scheduler.cluster import WorkerSnapshot  # noqa: E402
+from gpustack.scheduler.needs import mindie_need, vllm_need  # noqa: E402
 from gpustack.scheduler.place import place  # noqa: E402
-from gpustack.scheduler.request import (  # noqa: E402
-    LlamaBoxNeed,
-    PlacementRequest,
-    SingleDeviceNeed,
-    TensorParallelNeed,
-)
+from gpustack.scheduler.request import LlamaBoxNeed, Need, PlacementRequest, SingleDeviceNeed  # noqa: E402
 from gpustack.schemas.models import PlacementStrategy  # noqa: E402
-from tests.scheduler.fixtures import GiB, estimate, worker, write_llama  # noqa: E402
+from tests.scheduler.fixtures import GiB, deepseek_r1_iq2, estimate, worker, write_llama  # noqa: E402
 from tests.scheduler.test_place import llama_config  # noqa: E402
 
 GPU_KINDS = [
@@ -70,37 +68,30 @@ def cluster(count: int, rng: random.Random) -> list[WorkerSnapshot]:
     return workers
 
 
-def requests(directory: Path, count: int, rng: random.Random) -> list[PlacementRequest]:
+def requests(directory: Path, count: int, rng: random.Random, classic: bool) -> list[PlacementRequest]:
     shapes = {
         "1b": dict(n_layer=16, n_embd=2048, n_head=32, n_head_kv=8, n_ff=8192),
         "8b": dict(n_layer=32, n_embd=4096, n_head=32, n_head_kv=8, n_ff=14336),
         "32b": dict(n_layer=64, n_embd=5120, n_head=40, n_head_kv=8, n_ff=27648),
         "70b": dict(n_layer=80, n_embd=8192, n_head=64, n_head_kv=8, n_ff=28672),
     }
-    gguf = {
-        name: LlamaBoxNeed(estimate(write_llama(directory / f"{name}.gguf", **shape)))
-        for name, shape in shapes.items()
-    }
-    vllm_opts, mindie_opts = VllmOptions(), MindieOptions()
-    vllm_est = estimate_vllm(llama_config(), vllm_opts)
-    mindie_est = estimate_mindie(llama_config(), mindie_opts)
-    vllm = TensorParallelNeed(
-        check=lambda total, free, tp: vllm_est.check_gpu(total, free, tp, vllm_opts),
-        num_attention_heads=32,
-        utilization=0.9,
-    )
-    mindie = TensorParallelNeed(
-        check=lambda total, free, tp: mindie_est.check_gpu(total, free, tp, mindie_opts),
-        num_attention_heads=32,
-        utilization=0.9,
-        gpu_types=frozenset({"npu"}),
-        multi_worker=True,
-    )
+    paths = {name: write_llama(directory / f"{name}.gguf", **shape) for name, shape in shapes.items()}
+    gguf = {name: LlamaBoxNeed(estimate(path)) for name, path in paths.items()}
+    vllm_options, mindie_options = parse_vllm_options([]), parse_mindie_options([])
+    vllm = vllm_need(estimate_vllm(llama_config(), vllm_options), vllm_options, ray=False)
+    mindie = mindie_need(estimate_mindie(llama_config(), mindie_options), mindie_options)
     vox = SingleDeviceNeed(vram=3 * GiB, ram_on_gpu=GiB, ram_on_cpu=5 * GiB)
-    pool = [
+    pool: list[tuple[str, Need]] = [
         ("llama-box", gguf["1b"]), ("llama-box", gguf["8b"]), ("llama-box", gguf["32b"]),
         ("llama-box", gguf["70b"]), ("vllm", vllm), ("ascend-mindie", mindie), ("vox-box", vox),
     ]  # fmt: skip
+    if not classic:  # the searches added since: a large MoE over GPU sets, the user's -ngl and -tp
+        tp2 = parse_vllm_options(["-tp", "2"])
+        pool += [
+            ("llama-box", LlamaBoxNeed(estimate(deepseek_r1_iq2(directory)))),
+            ("llama-box", LlamaBoxNeed(estimate(paths["70b"], "-ngl", "40"))),
+            ("vllm", vllm_need(estimate_vllm(llama_config(), tp2), tp2, ray=False)),
+        ]
     made = []
     for i in range(count):
         backend, need = pool[rng.randrange(len(pool))]
@@ -143,10 +134,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=500)
     parser.add_argument("--instances", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--classic", action="store_true", help="the mix of earlier versions of this script")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as directory:
-        todo = requests(Path(directory), args.instances, rng)
+        todo = requests(Path(directory), args.instances, rng, args.classic)
     workers = cluster(args.workers, rng)
     # The same instances on a cluster a tenth the size: it fills up, so later placements go through the
     # costlier tiers (several GPUs, RPC across workers, partial offload) and refusals with every reason.

@@ -11,19 +11,24 @@ from gpustack.utils.units import format_bytes
 
 @dataclass(frozen=True)
 class Assignment:
-    """One worker's part of a placement: its GPUs and what it claims there."""
+    """One worker's part of a placement: its GPUs (in the engine's device order), what it claims there,
+    and for llama-box how many layers each of those GPUs holds."""
 
     worker: WorkerSnapshot
     gpu_indexes: list[int]
     claim: ResourceClaim
+    layers: list[int] = field(default_factory=list)  # per GPU, parallel to gpu_indexes; empty if not layered
 
 
-def score_key(strategy: PlacementStrategy, load: int, tightness: int) -> tuple[int, int]:
-    """Smaller is better. binpack: the fullest device that fits, then the busiest worker; spread: the
-    least loaded workers, then the roomiest device."""
+def score_key(
+    strategy: PlacementStrategy, load: int, tightness: int, gpu_layers: int = 0
+) -> tuple[int, int, int]:
+    """Smaller is better. binpack: the most layers on GPUs, then the fullest device that fits, then the
+    busiest worker; spread: the least loaded workers, then the most layers on GPUs, then the roomiest
+    device. (Layers differ only between partial offloads: elsewhere every layer is on a GPU.)"""
     if strategy == PlacementStrategy.BINPACK:
-        return (tightness, -load)
-    return (load, -tightness)
+        return (-gpu_layers, tightness, -load)
+    return (load, -gpu_layers, -tightness)
 
 
 class Best:
@@ -49,31 +54,41 @@ class Best:
 
 @dataclass(frozen=True)
 class Candidate:
-    mode: str  # gpu, multi-gpu, rpc, partial-offload, cpu, tensor-parallel, multi-worker
+    # gpu, multi-gpu, rpc, partial-offload, rpc-partial-offload, cpu, tensor-parallel, multi-worker
+    mode: str
     main: Assignment
     subordinates: list[Assignment] = field(default_factory=list)
     engine: dict[str, str] = field(default_factory=dict)  # engine arguments the placement implies
     tightness: int = 0  # bytes left on the devices used after this placement; scoring input
+    gpu_layers: int = 0  # llama-box: layers on GPUs (scoring prefers more among partial offloads)
+    total_layers: int = 0  # llama-box: the model's offloadable layers; 0 for other backends
 
     def assignments(self) -> list[Assignment]:
         return [self.main, *self.subordinates]
 
     def summary(self) -> str:
-        parts = []
-        for assignment in self.assignments():
-            where = (
-                ", ".join(_gpu_name(assignment.worker, i) for i in assignment.gpu_indexes)
-                if assignment.gpu_indexes
-                else "CPU"
-            )
-            claimed = sum(assignment.claim.vram.values()) or assignment.claim.ram
-            parts.append(f"worker {assignment.worker.name} ({where}, {format_bytes(claimed)})")
-        return f"{self.mode}: " + "; ".join(parts)
+        """Where it goes and what it claims, per worker and GPU; for llama-box, how many layers go where."""
+        head = f"{self.mode}: "
+        if self.total_layers and 0 < self.gpu_layers < self.total_layers:
+            cpu = self.total_layers - self.gpu_layers
+            head += f"{self.gpu_layers} of {self.total_layers} layers on GPUs, {cpu} on the CPU; "
+        return head + "; ".join(_describe(a, a is self.main) for a in self.assignments())
 
 
-def _gpu_name(worker: WorkerSnapshot, index: int) -> str:
-    gpu = worker.gpu(index)
-    return f"GPU {index}" if gpu is None else f"GPU {index} ({gpu.name})"
+def _describe(assignment: Assignment, main: bool) -> str:
+    worker, claim = assignment.worker, assignment.claim
+    parts = []
+    for i, index in enumerate(assignment.gpu_indexes):
+        gpu = worker.gpu(index)
+        name = f"GPU {index}" if gpu is None else f"GPU {index} ({gpu.name})"
+        layers = f" {assignment.layers[i]} layers," if i < len(assignment.layers) else ""
+        parts.append(f"{name}{layers} {format_bytes(claim.vram.get(index, 0))}")
+    if main and (claim.ram or not assignment.gpu_indexes):
+        ram = f"RAM {format_bytes(claim.ram)}"
+        if claim.cpu_threads:
+            ram += f", {claim.cpu_threads} CPU threads"
+        parts.append(ram)
+    return f"worker {worker.name} ({'; '.join(parts)})"
 
 
 GPU_SHORT = "worker {worker}, GPU {gpu.index} ({gpu.name}): {free} allocatable, needs {need}"
@@ -120,6 +135,11 @@ class Rejections:
     def __init__(self, recording: bool = True) -> None:
         self.recording = recording  # off for the first, hopeful pass; see place()
         self._items: list[_Reason | _GpusShort] = []
+        self.hints: dict[str, None] = {}  # what the user could change, for the refusals seen
+
+    def suggest(self, hint: str) -> None:
+        if self.recording:
+            self.hints.setdefault(hint, None)
 
     def add(self, template: str, **values: object) -> None:
         if self.recording:
@@ -154,7 +174,7 @@ class Placement:
         """Count this placement in the snapshots, so the next decision sees it."""
         for assignment in (self.main, *self.subordinates):
             assignment.worker.add_claim(assignment.claim)
-        if self.mode == "rpc":
+        if self.engine.get("rpc"):  # full or partial offload through llama.cpp RPC servers
             for assignment in self.subordinates:
                 assignment.worker.rpc_lent.update(assignment.gpu_indexes)
 

@@ -71,17 +71,17 @@ def _usable_gpus(worker: WorkerSnapshot, request: PlacementRequest) -> list[GPUS
     need = request.need
     if isinstance(need, TensorParallelNeed | SingleDeviceNeed) and not worker.gpu_types <= need.gpu_types:
         gpus = [gpu for gpu in gpus if gpu.type in need.gpu_types]
-    if request.gpu_ids:
-        gpus = [gpu for gpu in gpus if gpu.id in request.gpu_ids]
     return gpus
 
 
 def eligible_workers(
     request: PlacementRequest, workers: list[WorkerSnapshot], rejections: Rejections
 ) -> list[Eligible]:
+    if request.gpu_ids:
+        return _selected_workers(request, workers, rejections)
     result = []
     need = request.need
-    plain = not request.worker_selector and not request.gpu_ids
+    plain = not request.worker_selector
     kinds = need.gpu_types if isinstance(need, TensorParallelNeed | SingleDeviceNeed) else None
     linux_only = isinstance(need, TensorParallelNeed) and need.linux_only
     for worker in workers:
@@ -105,29 +105,77 @@ def eligible_workers(
             continue
         if not _backend(worker, request, rejections):
             continue
-        gpus = _usable_gpus(worker, request)
-        if request.gpu_ids and not gpus:
-            continue  # the selected GPUs are elsewhere; checked as a whole by the selector rule
-        result.append(Eligible(worker, gpus))
-    if request.gpu_ids:
-        _check_selected_gpus(request, workers, result, rejections)
+        result.append(Eligible(worker, _usable_gpus(worker, request)))
     return result
 
 
-def _check_selected_gpus(
-    request: PlacementRequest, workers: list[WorkerSnapshot], eligible: list[Eligible], rejections: Rejections
-) -> None:
-    known = {gpu.id: worker for worker in workers for gpu in worker.gpus}
-    usable = {gpu.id for entry in eligible for gpu in entry.gpus}
-    for gpu_id in request.gpu_ids:
-        if gpu_id not in known:
+def _selected_workers(
+    request: PlacementRequest, workers: list[WorkerSnapshot], rejections: Rejections
+) -> list[Eligible]:
+    """A GPU selector means exactly these GPUs: each must exist on a worker that may take the instance
+    and be of a kind the backend runs on, or nothing is placed (never a smaller placement)."""
+    by_name = {worker.name: worker for worker in workers}
+    chosen: dict[int, tuple[WorkerSnapshot, list[GPUSnapshot]]] = {}
+    missing = False
+    need = request.need
+    kinds = need.gpu_types if isinstance(need, TensorParallelNeed | SingleDeviceNeed) else None
+    for gpu_id in dict.fromkeys(request.gpu_ids):
+        worker, gpu = _find_gpu(gpu_id, workers, by_name)
+        if worker is None or gpu is None:
+            missing = True
+            _unknown_gpu(gpu_id, worker, rejections)
+            continue
+        if worker.id not in chosen:
+            problem = _state(worker) or _labels(worker, request.worker_selector)
+            if problem is not None:
+                missing = True
+                rejections.add(
+                    "selected GPU {gpu}: worker {worker}: {check}",
+                    gpu=gpu_id,
+                    worker=worker.name,
+                    check=problem,
+                )
+                continue
+            if not _backend(worker, request, rejections):
+                missing = True
+                continue
+            chosen[worker.id] = (worker, [])
+        if kinds is not None and gpu.type not in kinds:
+            missing = True
             rejections.add(
-                "selected GPU {gpu}: no worker has it (ids look like <worker>:<type>:<index>)", gpu=gpu_id
-            )
-        elif gpu_id not in usable:
-            worker = known[gpu_id]
-            rejections.add(
-                "selected GPU {gpu}: worker {worker} cannot take this instance",
+                "selected GPU {gpu} is a {type} device; {backend} runs on {kinds} GPUs",
                 gpu=gpu_id,
-                worker=worker.name,
+                type=gpu.type,
+                backend=request.backend,
+                kinds=_Kinds(kinds, "/"),
             )
+            continue
+        chosen[worker.id][1].append(gpu)
+    if missing:
+        return []
+    return [Eligible(worker, gpus) for worker, gpus in chosen.values() if gpus]
+
+
+def _find_gpu(
+    gpu_id: str, workers: list[WorkerSnapshot], by_name: dict[str, WorkerSnapshot]
+) -> tuple[WorkerSnapshot | None, GPUSnapshot | None]:
+    for worker in workers:
+        for gpu in worker.gpus:
+            if gpu.id == gpu_id:
+                return worker, gpu
+    name = gpu_id.split(":", 1)[0]  # <worker name>:<type>:<index>; a worker name holds no colon
+    return by_name.get(name), None
+
+
+def _unknown_gpu(gpu_id: str, worker: WorkerSnapshot | None, rejections: Rejections) -> None:
+    if worker is None:
+        rejections.add(
+            "selected GPU {gpu}: no worker has it (ids look like <worker>:<type>:<index>)", gpu=gpu_id
+        )
+    else:
+        rejections.add(
+            "selected GPU {gpu}: worker {worker} has no such GPU (it has {have})",
+            gpu=gpu_id,
+            worker=worker.name,
+            have=", ".join(gpu.id for gpu in worker.gpus) or "no GPUs",
+        )

@@ -18,7 +18,7 @@ __all__ = ["NoPlacement", "Placement", "PlacementRequest", "place"]
 
 def _score(candidate: Candidate, strategy: PlacementStrategy) -> tuple[int, ...]:
     load = sum(assignment.worker.instances for assignment in candidate.assignments())
-    return score_key(strategy, load, candidate.tightness)
+    return score_key(strategy, load, candidate.tightness, candidate.gpu_layers)
 
 
 def _fits(request: PlacementRequest, eligible: list, rejections: Rejections) -> list[Candidate]:
@@ -45,7 +45,7 @@ def place(request: PlacementRequest, workers: list[WorkerSnapshot]) -> Placement
             reasons.append("no workers have registered; start one with `gpustack start --server-url ...`")
         elif not reasons:
             reasons.append("no worker passed the filters")
-        return NoPlacement(reasons, hints(request, workers))
+        return NoPlacement(reasons, [*rejections.hints, *hints(request, workers)])
     best = min(found, key=lambda c: _score(c, request.placement_strategy))
     return Placement(
         main=best.main,

@@ -3,21 +3,78 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol
 
 from gpustack.estimate.llama_box import LlamaBoxEstimate
+from gpustack.scheduler.fit.layer_plan import LayerPlanner
 from gpustack.schemas.models import PlacementStrategy
 
 
 @dataclass(frozen=True)
 class LlamaBoxNeed:
-    """llama-box (llama.cpp): any split of layers over GPUs, workers (RPC) and the CPU."""
+    """llama-box (llama.cpp): any split of layers over GPUs, workers (RPC) and the CPU.
+
+    The estimate carries the user's options; those that fix the placement are read from it here.
+    """
 
     estimate: LlamaBoxEstimate
+
+    @cached_property
+    def planner(self) -> LayerPlanner:
+        """Layer splits and their memory in closed form; made once per requirement, reused per placement."""
+        return LayerPlanner(self.estimate)
+
+    @property
+    def gpu_layers(self) -> int | None:
+        """The user's -ngl, capped at the model's layers; None when the scheduler chooses."""
+        layers = self.estimate.options.gpu_layers
+        return None if layers is None else min(layers, self.estimate.total_layers)
+
+    @property
+    def threads(self) -> int | None:
+        """CPU threads the user gave (-t / -tb, the larger; 0 = every core); None = llama.cpp's default."""
+        options = self.estimate.options
+        given = [t for t in (options.threads, options.threads_batch) if t is not None]
+        if not given:
+            return None
+        return 0 if 0 in given else max(given)
 
 
 class GpuCheck(Protocol):
     def __call__(self, total: int, allocatable: int, tensor_parallel: int) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class FixedParallel:
+    """The user's parallel sizes: exactly `devices` GPUs, each checked at `tensor_parallel`; `flags` says
+    how they were set (for messages)."""
+
+    devices: int
+    tensor_parallel: int
+    flags: str
+
+
+class ParallelOptions(Protocol):
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    data_parallel_size: int
+    parallel_given: bool
+
+    @property
+    def devices(self) -> int: ...
+
+
+def fixed_parallel(options: ParallelOptions) -> FixedParallel | None:
+    """The device count the user's -tp/-pp/-dp fix, if they set any of them."""
+    if not options.parallel_given:
+        return None
+    flags = [f"--tensor-parallel-size {options.tensor_parallel_size}"]
+    if options.pipeline_parallel_size > 1:
+        flags.append(f"--pipeline-parallel-size {options.pipeline_parallel_size}")
+    if options.data_parallel_size > 1:
+        flags.append(f"--data-parallel-size {options.data_parallel_size}")
+    return FixedParallel(options.devices, options.tensor_parallel_size, " x ".join(flags))
 
 
 @dataclass(frozen=True)
@@ -36,6 +93,10 @@ class TensorParallelNeed:
     linux_only: bool = True
     multi_worker: bool = False  # vLLM with Ray enabled; MindIE multi-node
     multi_worker_off_hint: str = ""
+    num_key_value_heads: int = 0  # vLLM also needs tp to divide the KV heads, or the KV heads to divide tp
+    power_of_two: bool = False  # MindIE's tensor parallel sizes are powers of 2
+    equal_per_worker: bool = False  # MindIE multi-node: the same number of NPUs on every node
+    fixed: FixedParallel | None = None  # the user's own -tp/-pp/-dp
 
 
 @dataclass(frozen=True)

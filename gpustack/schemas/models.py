@@ -205,12 +205,14 @@ class ModelPublic(ModelSpec):
 
 
 class ResourceClaim(BaseModel):
-    """Memory an instance holds on its worker: RAM, and VRAM per GPU index."""
+    """What an instance holds on its worker: RAM, VRAM per GPU index, and CPU threads (llama.cpp's
+    --threads where it computes on the CPU). Stored as JSON: fields added later default to 0."""
 
     ram: int = 0
     vram: dict[int, int] = Field(default_factory=dict)
     offload_layers: int = 0
     total_layers: int = 0
+    cpu_threads: int = 0
 
 
 class SubordinateWorker(BaseModel):

@@ -13,7 +13,8 @@ from gpustack.estimate.llama_box_options import with_gpustack_defaults
 from gpustack.estimate.mindie import estimate_mindie, parse_mindie_options
 from gpustack.estimate.safetensors import SafetensorsError, read_local_model
 from gpustack.estimate.vllm import estimate_vllm, parse_vllm_options
-from gpustack.scheduler.request import LlamaBoxNeed, Need, SingleDeviceNeed, TensorParallelNeed
+from gpustack.scheduler.needs import mindie_need, vllm_need
+from gpustack.scheduler.request import LlamaBoxNeed, Need, SingleDeviceNeed
 from gpustack.schemas.models import BackendEnum, ModelSpec
 
 GiB = 1024**3
@@ -73,32 +74,12 @@ def _tensor_parallel(path: str, backend: BackendEnum, parameters: list[str], ray
         if backend == BackendEnum.VLLM:
             vllm_options = parse_vllm_options(parameters)
             vllm = estimate_vllm(model, vllm_options)
-            return Requirement(
-                TensorParallelNeed(
-                    check=lambda total, free, tp: vllm.check_gpu(total, free, tp, vllm_options),
-                    num_attention_heads=vllm.num_attention_heads,
-                    utilization=vllm_options.gpu_memory_utilization,
-                    multi_worker=ray,
-                    multi_worker_off_hint=""
-                    if ray
-                    else "start the server with --enable-ray to use several workers",
-                ),
-                vllm.describe(),
-            )
+            return Requirement(vllm_need(vllm, vllm_options, ray), vllm.describe())
         mindie_options = parse_mindie_options(parameters)
         mindie = estimate_mindie(model, mindie_options)
     except ValueError as exc:
         raise EstimateError(f"backend parameters: {exc}") from None
-    return Requirement(
-        TensorParallelNeed(
-            check=lambda total, free, tp: mindie.check_gpu(total, free, tp, mindie_options),
-            num_attention_heads=mindie.num_attention_heads,
-            utilization=mindie_options.npu_memory_fraction,
-            gpu_types=frozenset({"npu"}),
-            multi_worker=True,
-        ),
-        mindie.describe(),
-    )
+    return Requirement(mindie_need(mindie, mindie_options), mindie.describe())
 
 
 def _vox_box(path: str) -> Requirement:

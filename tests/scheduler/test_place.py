@@ -99,8 +99,9 @@ def test_partial_offload_puts_as_many_layers_on_the_gpu_as_fit(models: dict[str,
     offloaded = result.main.claim.offload_layers
     table = estimate(models["70b"]).table()
     assert table[offloaded].vram <= 23 * GiB < table[offloaded + 1].vram
-    assert result.engine == {"gpu_layers": str(offloaded)}
-    assert result.main.claim.ram == table[offloaded].ram
+    # 32 cores: llama.cpp's default of 16 threads, passed explicitly, for the layers on the CPU
+    assert result.engine == {"gpu_layers": str(offloaded), "threads": "16"}
+    assert result.main.claim.ram == table[offloaded].ram and result.main.claim.cpu_threads == 16
 
 
 def test_without_cpu_offloading_a_too_big_model_is_refused_gpu_by_gpu(models: dict[str, Path]) -> None:

@@ -1,19 +1,37 @@
 """Where vLLM or MindIE can run a model: one GPU, then tensor parallel over GPUs of one worker, then over
 several workers (vLLM with Ray, MindIE multi-node). Each GPU used must qualify on its own: at least the
-engine's share (--gpu-memory-utilization, default 90 %) of it allocatable, and that share big enough."""
+engine's share (--gpu-memory-utilization, default 90 %) of it allocatable, and that share big enough.
+
+When the user sets the parallel sizes (-tp, -pp, -dp), the device count is theirs: exactly that many
+GPUs, each checked at their tensor parallel size, or the reasons why not.
+"""
 
 from __future__ import annotations
 
-from gpustack.scheduler.candidates import Assignment, Best, Candidate, Rejections
+from gpustack.scheduler.candidates import Assignment, Best, Candidate, Rejections, score_key
 from gpustack.scheduler.cluster import GPUSnapshot, WorkerSnapshot
 from gpustack.scheduler.filters import Eligible
-from gpustack.scheduler.request import PlacementRequest, TensorParallelNeed
+from gpustack.scheduler.request import FixedParallel, PlacementRequest, TensorParallelNeed
 from gpustack.schemas.models import PlacementStrategy, ResourceClaim
 
+Chosen = list[tuple[WorkerSnapshot, list[GPUSnapshot]]]
 
-def _sizes(heads: int, most: int) -> list[int]:
-    """Tensor-parallel sizes that divide the attention heads, smallest first (1 excluded)."""
-    return [n for n in range(2, most + 1) if heads % n == 0] if heads else list(range(2, most + 1))
+
+def valid_size(need: TensorParallelNeed, tp: int) -> bool:
+    """Whether the engine accepts this tensor parallel size for the model: it divides the attention heads
+    (vLLM and MindIE split them), vLLM also needs the KV heads to divide it or be divided by it, and
+    MindIE takes powers of two only."""
+    heads, kv = need.num_attention_heads, need.num_key_value_heads
+    if heads and heads % tp:
+        return False
+    if kv and kv % tp and tp % kv:
+        return False
+    return not (need.power_of_two and tp & (tp - 1))
+
+
+def _sizes(need: TensorParallelNeed, most: int) -> list[int]:
+    """Tensor-parallel sizes the engine accepts for this model, smallest first (1 excluded)."""
+    return [n for n in range(2, most + 1) if valid_size(need, n)]
 
 
 class _Fit:
@@ -58,7 +76,8 @@ class _Fit:
         utilization = self.need.utilization
         for entry in eligible:
             worker = entry.worker
-            explain = best.worker is None  # reasons are shown only if nothing fits
+            # Reasons are shown only if nothing fits, and only the second pass records them.
+            explain = best.worker is None and self.rejections.recording
             chosen, chosen_left = -1, 0
             for gpu in entry.gpus:
                 left = worker.vram_free[gpu.index] - int(gpu.total * utilization)
@@ -78,51 +97,104 @@ class _Fit:
         assignment = Assignment(best.worker, [best.index], self.claim([winner]))
         return [Candidate("gpu", assignment, tightness=best.tightness)]
 
-    def one_worker(self, eligible: list[Eligible], exact: bool = False) -> list[Candidate]:
-        found = []
+    def one_worker(
+        self,
+        eligible: list[Eligible],
+        strategy: PlacementStrategy,
+        sizes: list[int] | None = None,
+        tp: int | None = None,
+    ) -> list[Candidate]:
+        """The best worker that can give `count` of its GPUs, for the first count in `sizes` it can give
+        (default: the valid tensor parallel sizes up to its GPU count); each GPU checked at `tp`
+        (default: count). Only the winner becomes a Candidate."""
+        best: tuple[tuple[int, int, int], WorkerSnapshot, list[GPUSnapshot], int, int] | None = None
+        utilization = self.need.utilization
         for entry in eligible:
-            sizes = [len(entry.gpus)] if exact else _sizes(self.need.num_attention_heads, len(entry.gpus))
-            for tp in sizes:
-                good = self.qualifying(entry.worker, entry.gpus, tp, record=tp == sizes[-1])
-                if len(good) >= tp:
-                    chosen = sorted(good, key=lambda g: -entry.worker.vram_free[g.index])[:tp]
-                    engine = {"tensor_parallel_size": str(tp)}
-                    left = sum(entry.worker.vram_free[g.index] for g in chosen)
-                    assignment = Assignment(entry.worker, [g.index for g in chosen], self.claim(chosen))
-                    found.append(Candidate("tensor-parallel", assignment, [], engine, left))
+            worker = entry.worker
+            counts = sizes if sizes is not None else _sizes(self.need, len(entry.gpus))
+            counts = [c for c in counts if c <= len(entry.gpus)]
+            explain = best is None and self.rejections.recording
+            # Below the engine's share a GPU cannot qualify: skip the estimate's check for it then.
+            room = [g for g in entry.gpus if worker.vram_free[g.index] >= int(g.total * utilization)]
+            room.sort(key=lambda g: -worker.vram_free[g.index])
+            for count in counts:
+                if len(room) < count and not explain:
+                    continue
+                at = tp or count
+                if explain:
+                    good = self.qualifying(worker, entry.gpus, at, record=count == counts[-1])
+                    good.sort(key=lambda g: -worker.vram_free[g.index])
+                else:  # the roomiest that qualify, up to `count`
+                    good = []
+                    for gpu in room:
+                        if self.check(worker, gpu, at) is None:
+                            good.append(gpu)
+                            if len(good) == count:
+                                break
+                if len(good) >= count:
+                    chosen = good[:count]
+                    left = sum(worker.vram_free[g.index] for g in chosen)
+                    key = score_key(strategy, worker.instances, left)
+                    if best is None or key < best[0]:
+                        best = (key, worker, chosen, count, left)
                     break
-        return found
+        if best is None:
+            return []
+        _, worker, chosen, count, left = best
+        engine = {} if self.need.fixed else {"tensor_parallel_size": str(count)}
+        assignment = Assignment(worker, [g.index for g in chosen], self.claim(chosen))
+        return [Candidate("tensor-parallel", assignment, [], engine, left)]
 
-    def across_workers(self, eligible: list[Eligible], exact: bool = False) -> list[Candidate]:
-        total = sum(len(entry.gpus) for entry in eligible)
-        sizes = [total] if exact else _sizes(self.need.num_attention_heads, total)
-        for tp in sizes:
-            good = [(e.worker, self.qualifying(e.worker, e.gpus, tp, record=False)) for e in eligible]
+    def across_workers(
+        self, eligible: list[Eligible], sizes: list[int], tp: int | None = None
+    ) -> list[Candidate]:
+        """GPUs of several workers for the first count in `sizes` they can give together (MindIE: the
+        same number on each worker)."""
+        for count in sizes:
+            at = tp or count
+            good = [(e.worker, self.qualifying(e.worker, e.gpus, at, record=False)) for e in eligible]
             good = sorted([(w, g) for w, g in good if g], key=lambda item: -len(item[1]))
-            if sum(len(g) for _, g in good) < tp:
+            chosen = self._equal(good, count) if self.need.equal_per_worker else self._fewest(good, count)
+            if chosen is None:
                 continue
-            chosen: list[tuple[WorkerSnapshot, list[GPUSnapshot]]] = []
-            left = tp
-            for worker, gpus in good:
-                take = gpus[: min(len(gpus), left)]
-                chosen.append((worker, take))
-                left -= len(take)
-                if left == 0:
-                    break
-            if len(chosen) < 2:
-                continue  # one worker alone is the previous tier
             (host, host_gpus), *others = chosen
             main = Assignment(host, [g.index for g in host_gpus], self.claim(host_gpus))
             subordinates = [Assignment(w, [g.index for g in gs], self.claim(gs)) for w, gs in others]
-            engine = {"tensor_parallel_size": str(tp), "workers": str(len(chosen))}
+            engine = {"workers": str(len(chosen))}
+            if not self.need.fixed:
+                engine["tensor_parallel_size"] = str(count)
+            if self.need.equal_per_worker:
+                engine["devices_per_worker"] = str(len(host_gpus))
             return [Candidate("multi-worker", main, subordinates, engine)]
-        self.rejections.add(
-            "across workers: not {sizes} GPUs that each qualify "
-            "(tensor parallel sizes must divide the {heads} attention heads)",
-            sizes="/".join(str(s) for s in sizes) or "enough",
-            heads=self.need.num_attention_heads,
-        )
         return []
+
+    @staticmethod
+    def _fewest(good: Chosen, count: int) -> Chosen | None:
+        """The workers with the most qualifying GPUs first, until `count` GPUs are chosen (two or more)."""
+        if sum(len(g) for _, g in good) < count:
+            return None
+        chosen: Chosen = []
+        left = count
+        for worker, gpus in good:
+            take = gpus[: min(len(gpus), left)]
+            chosen.append((worker, take))
+            left -= len(take)
+            if left == 0:
+                break
+        return chosen if len(chosen) >= 2 else None  # one worker alone is the previous tier
+
+    def _equal(self, good: Chosen, count: int) -> Chosen | None:
+        """MindIE multi-node: the fewest workers (two or more) that each give count / workers NPUs."""
+        for workers in range(2, len(good) + 1):
+            if count % workers:
+                continue
+            each = count // workers
+            if self.need.power_of_two and each & (each - 1):
+                continue
+            able = [(w, gpus[:each]) for w, gpus in good if len(gpus) >= each]
+            if len(able) >= workers:
+                return able[:workers]
+        return None
 
 
 def candidates(
@@ -139,25 +211,113 @@ def candidates(
                 backend=request.backend,
             )
     eligible = [entry for entry in eligible if entry.gpus]
+    if need.fixed is not None:
+        return _fixed(fit, request, eligible, need.fixed)
     if request.gpu_ids:
-        holders = [entry for entry in eligible if entry.gpus]
-        if len(holders) == 1 and len(holders[0].gpus) == 1:
-            return fit.single(holders, request.placement_strategy)
-        if len(holders) == 1:
-            return fit.one_worker(holders, exact=True)
-        if len(holders) > 1 and need.multi_worker:
-            return fit.across_workers(holders, exact=True)
-        if len(holders) > 1:
-            rejections.add(
-                "the selected GPUs are on several workers; {hint}", hint=need.multi_worker_off_hint
-            )
-        return []
+        return _selected(fit, request, eligible)
     if found := fit.single(eligible, request.placement_strategy):
         return found
-    if found := fit.one_worker(eligible):
+    if found := fit.one_worker(eligible, request.placement_strategy):
         return found
     if need.multi_worker:
-        return fit.across_workers(eligible)
+        total = sum(len(entry.gpus) for entry in eligible)
+        sizes = _sizes(need, total)
+        if found := fit.across_workers(eligible, sizes):
+            return found
+        rejections.add(
+            "across workers: not {sizes} GPUs that each qualify{equal} (tensor parallel sizes must divide "
+            "the {heads} attention heads{kind})",
+            sizes="/".join(str(s) for s in sizes) or "enough",
+            equal=", the same number on each worker" if need.equal_per_worker else "",
+            heads=need.num_attention_heads,
+            kind=" and be powers of 2" if need.power_of_two else "",
+        )
+        return []
     if len(eligible) > 1 and need.multi_worker_off_hint:
         rejections.add("across workers: {hint}", hint=need.multi_worker_off_hint)
+    return []
+
+
+def _selected(fit: _Fit, request: PlacementRequest, eligible: list[Eligible]) -> list[Candidate]:
+    """Exactly the selected GPUs (the filters checked each exists and may be used)."""
+    need = fit.need
+    count = sum(len(entry.gpus) for entry in eligible)
+    if count > 1 and not valid_size(need, count):
+        fit.rejections.add(
+            "the GPU selector names {count} GPUs, a tensor parallel size {backend} cannot use for this "
+            "model ({heads} attention heads{kind})",
+            count=count,
+            backend=request.backend,
+            heads=need.num_attention_heads,
+            kind="; powers of 2 only" if need.power_of_two else "",
+        )
+        return []
+    if len(eligible) == 1 and count == 1:
+        return fit.single(eligible, request.placement_strategy)
+    if len(eligible) == 1:
+        return fit.one_worker(eligible, request.placement_strategy, [count])
+    if not need.multi_worker:
+        fit.rejections.add(
+            "the selected GPUs are on several workers; {hint}", hint=need.multi_worker_off_hint
+        )
+        return []
+    found = fit.across_workers(eligible, [count])
+    if not found and need.equal_per_worker:
+        fit.rejections.add("MindIE needs the same number of selected NPUs on every worker")
+    return found
+
+
+def _fixed(
+    fit: _Fit, request: PlacementRequest, eligible: list[Eligible], fixed: FixedParallel
+) -> list[Candidate]:
+    """The user's -tp/-pp/-dp fix the device count: exactly that many GPUs, each checked at their tp."""
+    need = fit.need
+    devices, tp = fixed.devices, fixed.tensor_parallel
+    if tp > 1 and not valid_size(need, tp):
+        fit.rejections.add(
+            "--tensor-parallel-size {tp} does not suit the model: it must divide its {heads} attention heads"
+            "{kv}{kind}, or {backend} refuses to start",
+            tp=tp,
+            heads=need.num_attention_heads,
+            kv=f" (and its {need.num_key_value_heads} KV heads, or be a multiple of them)"
+            if need.num_key_value_heads
+            else "",
+            kind=" and be a power of 2" if need.power_of_two else "",
+            backend=request.backend,
+        )
+        return []
+    selected = sum(len(entry.gpus) for entry in eligible)
+    if request.gpu_ids and selected != devices:
+        fit.rejections.add(
+            "the GPU selector names {selected} GPUs, but {flags} needs {devices}",
+            selected=selected,
+            flags=fixed.flags,
+            devices=devices,
+        )
+        return []
+    if devices == 1:
+        return fit.single(eligible, request.placement_strategy)
+    if found := fit.one_worker(eligible, request.placement_strategy, [devices], tp):
+        return found
+    if need.multi_worker:
+        if found := fit.across_workers(eligible, [devices], tp):
+            return found
+        fit.rejections.add(
+            "across workers: not {devices} GPUs that each qualify at tensor parallel {tp}{equal} ({flags})",
+            devices=devices,
+            tp=tp,
+            equal=", the same number on each worker" if need.equal_per_worker else "",
+            flags=fixed.flags,
+        )
+    elif len(eligible) > 1 and need.multi_worker_off_hint:
+        fit.rejections.add("across workers: {hint}", hint=need.multi_worker_off_hint)
+    for entry in eligible:
+        if len(entry.gpus) < devices:
+            fit.rejections.add(
+                "worker {worker}: {have} GPU(s), {flags} needs {devices} on one worker",
+                worker=entry.worker.name,
+                have=len(entry.gpus),
+                flags=fixed.flags,
+                devices=devices,
+            )
     return []

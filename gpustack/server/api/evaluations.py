@@ -30,6 +30,12 @@ def _assignment(assignment: Assignment) -> dict[str, Any]:
         "gpu_ids": [gpu.id for i in assignment.gpu_indexes if (gpu := worker.gpu(i)) is not None],
         "ram": assignment.claim.ram,
         "vram": {str(k): v for k, v in assignment.claim.vram.items()},
+        "cpu_threads": assignment.claim.cpu_threads,
+        # llama-box: layers per GPU (in gpu_ids order); of the main worker's claim, offload_layers of
+        # total_layers are on GPUs (its own and the subordinates'), the rest on its CPU
+        "gpu_layers": assignment.layers,
+        "offload_layers": assignment.claim.offload_layers,
+        "total_layers": assignment.claim.total_layers,
     }
 
 

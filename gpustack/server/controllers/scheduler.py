@@ -44,6 +44,7 @@ def worker_snapshot(worker: WorkerRow) -> WorkerSnapshot:
         ram_total=status.memory.total,
         ram_reserved=reserved.ram,
         unified_memory=status.memory.is_unified_memory,
+        cpu_cores=status.cpu.total,
         gpus=[
             GPUSnapshot(
                 index=gpu.index,
@@ -77,7 +78,7 @@ async def cluster_snapshot(session: AsyncSession) -> list[WorkerSnapshot]:
         for worker_id, claim in claims_of(instance):
             if worker_id in snapshots:
                 snapshots[worker_id].add_claim(claim)
-        if (instance.placement or {}).get("mode") == "rpc":
+        if ((instance.placement or {}).get("engine") or {}).get("rpc"):  # lent through RPC servers
             for part in instance.subordinate_workers or []:
                 if part["worker_id"] in snapshots:
                     snapshots[part["worker_id"]].rpc_lent.update(part["gpu_indexes"])
