@@ -27,11 +27,23 @@ def default_threads(logical_cores: int) -> int:
     return logical_cores if logical_cores <= 4 else logical_cores // 2
 
 
-def thread_claim(user_threads: int | None, logical_cores: int) -> int:
-    """Threads an engine on a worker with `logical_cores` claims: the user's -t/-tb (0 or less: every core,
-    as llama.cpp reads it), else llama.cpp's default for that worker. 0 when the cores are unknown."""
-    if logical_cores <= 0:
-        return max(user_threads or 0, 0)
-    if user_threads is None:
-        return default_threads(logical_cores)
-    return user_threads if user_threads > 0 else logical_cores
+def _resolve(threads: int, logical_cores: int) -> int:
+    """llama.cpp reads -t 0 (or less) as every logical core."""
+    return threads if threads > 0 else logical_cores
+
+
+def thread_claim(threads: int | None, threads_batch: int | None, logical_cores: int) -> int:
+    """Threads an engine on a worker with `logical_cores` claims: the most it runs at once, generation
+    (-t, else llama.cpp's default for that worker) or prompt processing (-tb, else the same as -t).
+    0 when the worker does not say how many cores it has and the user gave no number either."""
+    generation = default_threads(logical_cores) if threads is None else _resolve(threads, logical_cores)
+    batch = generation if threads_batch is None else _resolve(threads_batch, logical_cores)
+    return max(generation, batch, 0)
+
+
+def explicit_threads(threads: int | None, logical_cores: int) -> int | None:
+    """The --threads the worker must pass so the engine runs with what was claimed: llama.cpp's default,
+    computed here, when the user gave no -t (the engine's own count of physical cores may differ)."""
+    if threads is not None or logical_cores <= 0:
+        return None
+    return default_threads(logical_cores)

@@ -33,12 +33,13 @@ class LlamaBoxNeed:
 
     @property
     def threads(self) -> int | None:
-        """CPU threads the user gave (-t / -tb, the larger; 0 = every core); None = llama.cpp's default."""
-        options = self.estimate.options
-        given = [t for t in (options.threads, options.threads_batch) if t is not None]
-        if not given:
-            return None
-        return 0 if 0 in given else max(given)
+        """The user's -t (0 = every core); None = llama.cpp's default."""
+        return self.estimate.options.threads
+
+    @property
+    def threads_batch(self) -> int | None:
+        """The user's -tb (0 = every core); None = the same as -t."""
+        return self.estimate.options.threads_batch
 
 
 class GpuCheck(Protocol):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gpustack.scheduler.candidates import NoPlacement, Placement
-from gpustack.scheduler.cpu_threads import default_threads, thread_claim
+from gpustack.scheduler.cpu_threads import default_threads, explicit_threads, thread_claim
 from gpustack.scheduler.place import place
 from gpustack.scheduler.request import LlamaBoxNeed, PlacementRequest
 from gpustack.schemas.models import ResourceClaim
@@ -71,6 +71,9 @@ def test_the_users_threads_are_claimed_as_given_and_not_repeated(models: dict[st
     assert refusal is not None
     batch = place(gguf(models["tiny"], "-t", "1", "-tb", "4"), [worker(2, "w", [], 16 * GiB, cores=8)])
     assert isinstance(batch, Placement) and batch.main.claim.cpu_threads == 4  # prompt processing uses 4
+    only_batch = place(gguf(models["tiny"], "-tb", "2"), [worker(3, "w", [], 16 * GiB, cores=16)])
+    assert isinstance(only_batch, Placement) and only_batch.main.claim.cpu_threads == 8
+    assert only_batch.engine["threads"] == "8"  # generation still runs llama.cpp's default
 
 
 def test_engines_with_every_layer_on_gpus_claim_no_cpu_threads(models: dict[str, Path]) -> None:
@@ -91,8 +94,10 @@ def test_a_partial_offload_claims_threads_for_its_cpu_layers(models: dict[str, P
 def test_default_threads_follow_llama_cpp() -> None:
     # common_cpu_get_num_physical_cores without a topology: every core up to 4, else half
     assert [default_threads(n) for n in (1, 2, 4, 8, 64)] == [1, 2, 4, 4, 32]
-    assert thread_claim(0, 16) == 16  # -t 0 (or -1): llama.cpp takes every logical core
-    assert thread_claim(None, 0) == 0  # a worker that does not report its cores: no claim, no limit
+    assert thread_claim(0, None, 16) == 16  # -t 0 (or -1): llama.cpp takes every logical core
+    assert thread_claim(None, 12, 16) == 12 and thread_claim(None, 2, 16) == 8  # -tb beside the default
+    assert thread_claim(None, None, 0) == 0  # a worker that does not report its cores: no claim, no limit
+    assert explicit_threads(None, 16) == 8 and explicit_threads(4, 16) is None
 
 
 def test_claims_stored_before_cpu_threads_existed_still_load() -> None:

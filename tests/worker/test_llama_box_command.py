@@ -84,3 +84,16 @@ def test_a_distributed_placement_becomes_ngl_tensor_split_and_rpc_in_device_orde
     assert partial[partial.index("--n-gpu-layers") + 1] == "40" and "--rpc" not in partial
     mine = build_command(SERVER, "/m.gguf", 40000, "big", ["-ts", "1,1"], layout)
     assert mine.count("-ts") == 1 and "--tensor-split" not in mine  # the user's own choice wins
+
+
+def test_the_claimed_cpu_threads_and_upstreams_ngl_reach_the_engine() -> None:
+    # The scheduler claims CPU threads for an engine that computes on the CPU and says how many to run.
+    command = build_command(
+        SERVER, "/m.gguf", 40000, "smol", [], Layout.of({"gpu_layers": "0", "threads": "2"}, False)
+    )
+    assert command[command.index("--threads") + 1] == "2"
+    user = build_command(SERVER, "/m.gguf", 40000, "smol", ["-t", "1"], Layout.of({"threads": "2"}, False))
+    assert "--threads" not in user and user[user.index("-t") + 1] == "1"
+    # --ngl=N (upstream GPUStack's spelling) becomes a flag llama.cpp knows, and wins over the placement's
+    ngl = build_command(SERVER, "/m.gguf", 40000, "smol", ["--ngl=50"], Layout.of({"gpu_layers": "50"}, True))
+    assert ngl.count("--n-gpu-layers") == 1 and ngl[ngl.index("--n-gpu-layers") + 1] == "50"

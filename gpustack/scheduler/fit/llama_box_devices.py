@@ -10,7 +10,7 @@ from typing import NamedTuple
 from gpustack.estimate.llama_box_split import tensor_split_for
 from gpustack.scheduler.candidates import Assignment, Bytes, Candidate, Rejections, score_key
 from gpustack.scheduler.cluster import GPUSnapshot, WorkerSnapshot
-from gpustack.scheduler.cpu_threads import CPU_OVERSUBSCRIPTION, thread_claim
+from gpustack.scheduler.cpu_threads import CPU_OVERSUBSCRIPTION, explicit_threads, thread_claim
 from gpustack.scheduler.request import LlamaBoxNeed
 from gpustack.schemas.models import PlacementStrategy, ResourceClaim
 
@@ -74,12 +74,17 @@ class DeviceFit:
         self.plan = need.planner
         self.layers = need.estimate.total_layers
         self.growth = need.estimate.growth_bytes
-        self.user_threads = need.threads
+        self.user_threads, self.user_threads_batch = need.threads, need.threads_batch
         self.rejections = rejections
         self._settled: dict[Hashable, tuple[tuple[int, ...], int, tuple[int, ...]] | None] = {}
 
     def threads(self, worker: WorkerSnapshot) -> int:
-        return thread_claim(self.user_threads, worker.cpu_cores)
+        return thread_claim(self.user_threads, self.user_threads_batch, worker.cpu_cores)
+
+    def engine_threads(self, worker: WorkerSnapshot) -> dict[str, str]:
+        """The --threads the engine must be given so that it runs with what was claimed."""
+        threads = explicit_threads(self.user_threads, worker.cpu_cores)
+        return {"threads": str(threads)} if threads is not None else {}
 
     def has_threads(self, worker: WorkerSnapshot, need: int) -> bool:
         """Whether the worker can give `need` more CPU threads; records why not."""
@@ -261,8 +266,8 @@ class DeviceFit:
             engine["tensor_split"] = tensor_split_for(counts)
         if rpc:
             engine["rpc"] = ",".join(f"{w.ip}:{g.rpc_port}" for w, g in devices[:rpc])
-        if option.threads and self.user_threads is None:
-            engine["threads"] = str(option.threads)  # so that the engine runs with what was claimed
+        if option.threads:
+            engine |= self.engine_threads(host)
         full = offloaded == self.layers
         if rpc:
             mode = "rpc" if full else "rpc-partial-offload"
@@ -287,8 +292,6 @@ class DeviceFit:
         if not self.has_threads(worker, threads):
             return None
         claim = ResourceClaim(ram=ram, total_layers=self.layers, cpu_threads=threads)
-        engine = {"gpu_layers": "0"}
-        if threads and self.user_threads is None:
-            engine["threads"] = str(threads)
+        engine = {"gpu_layers": "0", **self.engine_threads(worker)}
         main = Assignment(worker, [], claim)
         return Candidate("cpu", main, [], engine, worker.ram_free - ram, 0, self.layers)

