@@ -268,9 +268,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "token",
         _parse_str,
-        "Shared secret that workers use to join. Generated once when not given.",
+        "Shared secret that workers use to join. Generated once when not given. Other local users can see "
+        "a command line: prefer the GPUSTACK_TOKEN environment variable or --token-file.",
         short="-t",
     ),
+    Flag("token_file", _parse_path, "File that holds the token (on one line), instead of --token."),
     Flag("host", _parse_str, "Address the server listens on.", "0.0.0.0"),
     Flag("port", _parse_port, "Port the server listens on.", 80),
     Flag("database_url", _parse_database_url, "Database URL. Default sqlite:///<data-dir>/database.db."),
@@ -321,6 +323,7 @@ class Config:
     config_file: str | None = None
     debug: bool = False
     token: str | None = None
+    token_file: str | None = None
     host: str = "0.0.0.0"
     port: int = 80
     database_url: str = ""
@@ -380,6 +383,27 @@ def _read_config_file(path: str) -> dict[str, Any]:
     return content
 
 
+def _read_token_file(resolved: dict[str, Any]) -> None:
+    """--token-file: the token is read from a file, so that it never appears in the process list."""
+    path = resolved.get("token_file")
+    if not path:
+        return
+    if resolved.get("token"):
+        raise ConfigError(
+            "--token-file: a token is also given by --token (or GPUSTACK_TOKEN, or config key token); "
+            "give one of them"
+        )
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"--token-file: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--token-file: {path} is not a text file holding the token") from None
+    if not text or "\n" in text:
+        raise ConfigError(f"--token-file: {path} must hold the token on one line")
+    resolved["token"] = text
+
+
 def load_config(cli_values: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     """Merge the sources in precedence order and validate every value.
 
@@ -428,6 +452,7 @@ def load_config(cli_values: Mapping[str, Any], environ: Mapping[str, str]) -> Co
     if resolved.get("server_url") and resolved.get("disable_worker"):
         raise ConfigError("--disable-worker: cannot be combined with --server-url, which runs only a worker")
     resources = resolved.pop("resources", None) or []
+    _read_token_file(resolved)
     return Config(
         data_dir=data_dir,
         cache_dir=str(Path(cache_dir).absolute()),

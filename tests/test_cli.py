@@ -71,6 +71,29 @@ async def test_reset_admin_password_through_the_database(
         await task
 
 
-def test_reset_admin_password_without_a_database_says_where_it_looked(tmp_path: Path) -> None:
+def test_reset_admin_password_without_a_database_says_what_to_pass_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    for data_dir in (tmp_path, tmp_path / "missing"):
+        result = gpustack("reset-admin-password", "--data-dir", str(data_dir))
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            f"gpustack reset-admin-password: no GPUStack database at {data_dir / 'database.db'}; "
+            "pass the --data-dir of the server (or its --database-url)"
+        ]
+    assert list(tmp_path.iterdir()) == []  # no empty database.db left behind, no data dir made
+
+
+def test_reset_admin_password_on_a_database_it_cannot_use_says_so_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "database.db").write_text("not a database")
     result = gpustack("reset-admin-password", "--data-dir", str(tmp_path))
-    assert result.returncode == 1 and "no GPUStack database at sqlite:///" in result.stderr
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"gpustack reset-admin-password: cannot use the database at sqlite:///{tmp_path / 'database.db'}: "
+        "file is not a database"
+    ]
+    url = f"postgresql://gpustack:secret@127.0.0.1:{free_port()}/gpustack"
+    result = gpustack("reset-admin-password", "--database-url", url)
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "cannot use the database at postgresql://gpustack:***@127.0.0.1:" in result.stderr
+    assert "secret" not in result.stderr

@@ -8,11 +8,14 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 from gpustack import __version__
 from gpustack.cli.options import add_flags
 from gpustack.config import Config, ConfigError, load_config
 from gpustack.log import setup_logging
+from gpustack.utils.data_dir import StorageError, prepare_data_dir
+from gpustack.utils.data_dir_lock import DataDirBusy, DataDirLock
 from gpustack.utils.uvicorn_server import PortUnavailable
 
 logger = logging.getLogger("gpustack")
@@ -35,19 +38,47 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(vars(args), os.environ)
         if not config.is_server and not config.token:
-            raise ConfigError("--token: required with --server-url; the server keeps it in <data-dir>/token")
+            raise ConfigError(
+                "--token: required with --server-url (or GPUSTACK_TOKEN, or --token-file); "
+                "the server keeps it in <data-dir>/token"
+            )
     except ConfigError as exc:
         print(f"gpustack start: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.debug)
+    if args.token is not None:
+        logger.warning(
+            "--token on the command line is visible to every local user (ps); "
+            "use the GPUSTACK_TOKEN environment variable or --token-file instead"
+        )
+    lock = DataDirLock(config.data_dir)
+    try:
+        # Before anything starts: a read-only or full data dir, or one that another process is using
+        # (a second start would take over its worker and start its engines twice), stops here with one line.
+        database = _sqlite_file(config) if config.is_server else None
+        prepare_data_dir(config.data_dir, config.log_dir, config.cache_dir, database)
+        lock.acquire()
+    except (StorageError, DataDirBusy) as exc:
+        print(f"gpustack start: {exc}", file=sys.stderr)
+        return 1
     try:
         asyncio.run(_run(config))
-    except PortUnavailable as exc:
+    except (PortUnavailable, StorageError) as exc:
         print(f"gpustack start: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass
+    finally:
+        lock.release()
     return 0
+
+
+
+
+def _sqlite_file(config: Config) -> Path | None:
+    from gpustack.server.db.engine import sqlite_file  # loads SQLAlchemy: only when starting
+
+    return sqlite_file(config.database_url)
 
 
 def _local_server_url(config: Config) -> str:

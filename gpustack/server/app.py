@@ -12,7 +12,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gpustack import __version__
-from gpustack.server import errors
+from gpustack.server import errors, storage_full
 from gpustack.server.api import api_keys, auth, evaluations, instances, models, system, users, workers
 from gpustack.server.auth import ApiKeyCache
 from gpustack.server.context import ServerContext
@@ -42,6 +42,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.add_exception_handler(RequestValidationError, errors.handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, errors.handle_http_exception)
     app.add_exception_handler(StaleDataError, errors.handle_stale_data)
+    app.add_exception_handler(storage_full.StorageFull, storage_full.handle_storage_full)
     app.add_exception_handler(gateway.OpenAIError, _handle_openai_error)
     app.add_middleware(RequestLog, logger_name="gpustack.server.requests")
     for module in (system, auth, users, api_keys, workers, models, instances, evaluations):

@@ -23,10 +23,11 @@ from gpustack.server.controllers import workers as worker_controller
 from gpustack.server.controllers.loop import reconcile_forever
 from gpustack.server.controllers.scheduler import schedule_pending
 from gpustack.server.db import events
-from gpustack.server.db.engine import create_engine, session_factory
+from gpustack.server.db.engine import create_engine, session_factory, sqlite_file
 from gpustack.server.db.migrate import upgrade_to_head
 from gpustack.server.db.tables import UserRow
 from gpustack.server.requirements import Requirements
+from gpustack.utils.data_dir import prepare_data_dir
 from gpustack.utils.files import read_or_create, write_private
 from gpustack.utils.uvicorn_server import bind_socket, make_server
 
@@ -72,8 +73,8 @@ class Server:
 
     async def prepare(self) -> ServerContext:
         config = self.config
-        for directory in (config.data_dir, config.log_dir, config.cache_dir):
-            Path(directory).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - start-up, nothing served yet
+        # Start-up, nothing served yet: blocking file calls are fine. Refuses a read-only or full data dir.
+        prepare_data_dir(config.data_dir, config.log_dir, config.cache_dir, sqlite_file(config.database_url))
         data = Path(config.data_dir)
         token = read_or_create_secret(data / "token", config.token)
         session_secret = read_or_create_secret(data / "session_secret")

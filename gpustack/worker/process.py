@@ -9,6 +9,7 @@ import signal
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 
 
 def _die_with_parent() -> None:
@@ -21,10 +22,20 @@ def _die_with_parent() -> None:
     os.setpgrp()
 
 
+def open_private_log(log_path: Path) -> BinaryIO:
+    """Open a log for appending, readable by its owner only: engine logs echo prompts and request data.
+
+    A log left by an older version with mode 0644 is made 0600 as it is reopened."""
+    log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    if os.name != "nt":
+        os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
+
+
 async def start_logged(command: list[str], env: dict[str, str], log_path: Path) -> asyncio.subprocess.Process:
     """Start `command` with stdout and stderr appended to `log_path`, after a line saying what runs."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = await asyncio.to_thread(open, log_path, "ab")
+    log = await asyncio.to_thread(open_private_log, log_path)
     with log:
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         log.write(f"==== {stamp} gpustack starts: {' '.join(command)}\n".encode())

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
-from sqlalchemy import text
 
 from gpustack import __version__
 from gpustack.server.auth import authenticate, context, require_admin, require_user
 from gpustack.server.errors import ServiceUnavailable
+from gpustack.server.write_probe import WriteProbe
 from gpustack.utils.log_level_route import is_loopback, log_level_router
 
 router = APIRouter()
@@ -21,12 +21,13 @@ async def healthz() -> str:
 
 @router.get("/readyz", response_class=PlainTextResponse)
 async def readyz(request: Request) -> str:
-    ctx = context(request)
-    try:
-        async with ctx.session() as session:
-            await session.execute(text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - any database failure means not ready
-        raise ServiceUnavailable(f"database is not reachable: {exc}") from exc
+    """Ready when the database accepts a write: a server that can only read is not serving its API."""
+    probe = getattr(request.app.state, "write_probe", None)
+    if probe is None:
+        probe = request.app.state.write_probe = WriteProbe(context(request).sessions)
+    problem = await probe.problem()
+    if problem:
+        raise ServiceUnavailable(problem)
     return "ok"
 
 
