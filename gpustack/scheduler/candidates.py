@@ -81,7 +81,8 @@ def _describe(assignment: Assignment, main: bool) -> str:
     for i, index in enumerate(assignment.gpu_indexes):
         gpu = worker.gpu(index)
         name = f"GPU {index}" if gpu is None else f"GPU {index} ({gpu.name})"
-        layers = f" {assignment.layers[i]} layers," if i < len(assignment.layers) else ""
+        count = assignment.layers[i] if i < len(assignment.layers) else None
+        layers = f" {count} layer{'' if count == 1 else 's'}," if count is not None else ""
         parts.append(f"{name}{layers} {format_bytes(claim.vram.get(index, 0))}")
     if main and (claim.ram or not assignment.gpu_indexes):
         ram = f"RAM {format_bytes(claim.ram)}"

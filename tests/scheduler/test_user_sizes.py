@@ -95,6 +95,28 @@ def test_ngl_that_no_gpu_can_hold_says_so(model: Path) -> None:
     )
 
 
+def test_the_users_tensor_split_is_what_is_claimed_for(model: Path) -> None:
+    # Before: the scheduler claimed its own balanced split while the engine, given -ts 3,1, put three
+    # quarters of the layers on the first GPU.
+    box = worker(1, "gpu-a", [L40S] * 2, 256 * GiB)
+    result = placed(place(gguf(model, "-ts", "3,1"), [box]))
+    need = estimate(model, "-ts", "3,1")
+    assert result.mode == "multi-gpu" and result.main.layers == [61, 20]
+    assert list(result.main.claim.vram.values()) == need.split([61, 20]).vram
+    too_uneven = refused(place(gguf(model, "-ts", "9,1"), [worker(2, "pc", [A4000] * 4, 256 * GiB)]))
+    assert too_uneven.reasons[-1] == (
+        "worker pc: --tensor-split 9,1 puts 39.7 GiB + 4.9 GiB on its roomiest GPUs, which have 15.0 GiB + "
+        "15.0 GiB allocatable"
+    )
+
+
+def test_split_mode_none_keeps_every_layer_on_one_gpu(model: Path) -> None:
+    box = worker(1, "pc", [A4000] * 4, 256 * GiB)
+    result = placed(place(gguf(model, "-sm", "none"), [box]))
+    assert result.mode == "partial-offload" and len(result.main.gpu_indexes) == 1
+    assert result.main.claim.offload_layers == 26  # what one 16 GiB GPU holds, not 4 GPUs' worth
+
+
 # ---- vLLM and MindIE parallel sizes
 
 

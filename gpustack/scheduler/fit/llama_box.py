@@ -3,340 +3,20 @@
 Every layer on GPUs first: one GPU, then several GPUs of one worker (--tensor-split), then GPUs of several
 workers through llama.cpp RPC servers. Then, with CPU offloading allowed, as many layers as fit on the GPUs
 of one worker or, through RPC, of several, the rest in RAM. Then the CPU alone. The first tier with any
-candidate wins; scoring picks among its candidates. The user's -ngl fixes the layers on GPUs: 0 is the
-CPU, fewer than the model has is a partial offload of exactly that many, on the fewest GPUs that hold them.
+candidate wins; scoring picks among its candidates (fit/llama_box_tiers.py).
+
+What the user fixed comes first: -ngl 0 is the CPU; -ngl N below the model's layers is a partial offload of
+exactly N layers, on the fewest GPUs that hold them; a GPU selector, --tensor-split and --split-mode none
+pin the devices or the split (fit/llama_box_pinned.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from gpustack.scheduler.candidates import Assignment, Best, Bytes, Candidate, Rejections, score_key
-from gpustack.scheduler.cluster import GPUSnapshot, WorkerSnapshot
+from gpustack.scheduler.candidates import Candidate, Rejections
 from gpustack.scheduler.filters import Eligible
-from gpustack.scheduler.fit.layer_plan import MAX_DEVICES
-from gpustack.scheduler.fit.llama_box_devices import Device, DeviceFit, Option, Pick, Split, free_vram
+from gpustack.scheduler.fit.llama_box_pinned import NGL_WITHOUT_OFFLOADING, selected, user_split
+from gpustack.scheduler.fit.llama_box_tiers import Tiers
 from gpustack.scheduler.request import LlamaBoxNeed, PlacementRequest
-from gpustack.schemas.models import PlacementStrategy, ResourceClaim
-
-# How many workers are tried as the host of an RPC placement (the ones with the most room).
-RPC_HOSTS_TRIED = 3
-# How many RPC device sets a host tries for every layer on GPUs before giving up.
-RPC_ATTEMPTS = 4
-
-
-def _ascending(worker: WorkerSnapshot, gpus: Sequence[GPUSnapshot]) -> list[Device]:
-    """llama.cpp gives the output layer (the largest) to the last device: put the roomiest last."""
-    return sorted(((worker, g) for g in gpus), key=free_vram)
-
-
-def _roomiest(worker: WorkerSnapshot, gpus: Sequence[GPUSnapshot], count: int) -> list[GPUSnapshot]:
-    return sorted(gpus, key=lambda g: -worker.vram_free.get(g.index, 0))[:count]
-
-
-class _Fit:
-    def __init__(self, request: PlacementRequest, need: LlamaBoxNeed, rejections: Rejections) -> None:
-        self.request = request
-        self.rejections = rejections
-        self.devices = DeviceFit(need, rejections)
-        self.plan = need.planner
-        self.layers = need.estimate.total_layers
-        self.growth = need.estimate.growth_bytes
-        self.full_vram = self.plan.vram([self.layers])[0]  # every layer on one device
-        self.full_ram = self.plan.ram([self.layers]) + self.growth
-
-    # ---- splits
-
-    def _all(self, capacities: Sequence[int], rpc: int) -> list[int] | None:
-        return self.plan.balanced(capacities, rpc)
-
-    def _up_to(self, limit: int, exact: bool, shrink_local: int = 0) -> Split:
-        """As many of the last `limit` layers as fit (exactly `limit` when `exact`); `shrink_local` less
-        room on the last device (a unified-memory host's own GPU)."""
-
-        def split(capacities: Sequence[int], rpc: int) -> list[int] | None:
-            if shrink_local and capacities:
-                capacities = [*capacities[:-1], max(capacities[-1] - shrink_local, 0)]
-            counts = self.plan.most(capacities, rpc, limit)
-            placed = sum(counts)
-            return counts if placed and (placed == limit or not exact) else None
-
-        return split
-
-    # ---- tier 1: one GPU holds every layer
-
-    def single_gpu(self, eligible: list[Eligible]) -> list[Candidate]:
-        need_vram, need_ram = self.full_vram, self.full_ram
-        best = Best(self.request.placement_strategy)
-        binpack = self.request.placement_strategy == PlacementStrategy.BINPACK
-        for entry in eligible:
-            worker = entry.worker
-            if not entry.gpus:
-                continue
-            vram_free = worker.vram_free
-            # Reasons are shown only when nothing fits: once something does, stop recording them.
-            explain = best.worker is None
-            if worker.max_vram_free < need_vram:
-                if explain:
-                    self.rejections.gpus_short(worker, entry.gpus, need_vram)
-                continue
-            if not worker.fits_memory(need_ram, need_vram):
-                if explain:
-                    self._ram_short(worker, need_ram, need_vram)
-                continue
-            # Per worker only its best GPU can win: the tightest fit for binpack, the roomiest for spread.
-            chosen, chosen_free = -1, 0
-            for gpu in entry.gpus:
-                free = vram_free.get(gpu.index, 0)
-                if free >= need_vram and (
-                    chosen < 0 or (free < chosen_free if binpack else free > chosen_free)
-                ):
-                    chosen, chosen_free = gpu.index, free
-            if chosen >= 0:
-                best.offer(worker, chosen, chosen_free - need_vram)
-            elif explain:  # the roomiest GPU is one this request may not use
-                self.rejections.gpus_short(worker, entry.gpus, need_vram)
-        if best.worker is None:
-            return []
-        claim = ResourceClaim(
-            ram=need_ram, vram={best.index: need_vram}, offload_layers=self.layers, total_layers=self.layers
-        )
-        assignment = Assignment(best.worker, [best.index], claim, [self.layers])
-        return [Candidate("gpu", assignment, [], {}, best.tightness, self.layers, self.layers)]
-
-    def _ram_short(self, worker: WorkerSnapshot, ram: int, vram: int) -> None:
-        if worker.unified_memory:
-            self.rejections.add(
-                "worker {worker}: unified memory: {vram} on its GPU and {ram} of RAM together exceed the "
-                "{free} allocatable",
-                worker=worker.name,
-                vram=Bytes(vram),
-                ram=Bytes(ram),
-                free=Bytes(worker.ram_free),
-            )
-        else:
-            self.rejections.add(
-                "worker {worker}: {free} RAM allocatable, needs {need} beside its GPUs",
-                worker=worker.name,
-                free=Bytes(worker.ram_free),
-                need=Bytes(ram),
-            )
-
-    # ---- tier 2: several GPUs of one worker
-
-    def multi_gpu(self, eligible: list[Eligible]) -> list[Candidate]:
-        pick = Pick(self.request.placement_strategy)
-        for entry in eligible:
-            worker = entry.worker
-            if len(entry.gpus) < 2:
-                continue
-            if sum(max(worker.vram_free.get(g.index, 0), 0) for g in entry.gpus) < self.full_vram:
-                gpus, room = entry.gpus[:MAX_DEVICES], []  # together too small: no split to try
-            else:
-                gpus = _roomiest(worker, entry.gpus, MAX_DEVICES)
-                room = [max(worker.vram_free.get(g.index, 0), 0) for g in gpus]
-            for k in range(2, len(room) + 1):
-                if sum(room[:k]) < self.full_vram:
-                    continue  # these k GPUs together cannot hold the layers: no need to try the split
-                settled = self.devices.settle(_ascending(worker, gpus[:k]), 0, self._all, memo="all")
-                if settled is not None:
-                    pick.offer(self.devices.option(worker, *settled))
-                    break
-            else:
-                self.rejections.add(
-                    "worker {worker}: its {count} GPUs together have {free} allocatable, not enough for "
-                    "{need} of layers plus a compute buffer on each",
-                    worker=worker.name,
-                    count=len(gpus),
-                    free=Bytes(sum(max(worker.vram_free.get(g.index, 0), 0) for g in gpus)),
-                    need=Bytes(self.full_vram),
-                )
-        return [self.devices.build(pick.best)] if pick.best is not None else []
-
-    # ---- tier 3: GPUs of several workers, through llama.cpp RPC servers
-
-    def _rpc_pool(self, eligible: list[Eligible]) -> list[Device]:
-        """GPUs other workers can lend, roomiest first. A GPU of another worker is reachable only through
-        its RPC server, which serves one instance at a time."""
-        pool = [
-            (entry.worker, gpu)
-            for entry in eligible
-            for gpu in entry.gpus
-            if gpu.rpc_port
-            and gpu.index not in entry.worker.rpc_lent
-            and entry.worker.vram_free.get(gpu.index, 0) > 0
-        ]
-        pool.sort(key=lambda d: -free_vram(d))
-        return pool
-
-    def _hosts(self, eligible: list[Eligible]) -> list[Eligible]:
-        return sorted(eligible, key=lambda e: -e.worker.ram_free)[:RPC_HOSTS_TRIED]
-
-    def across_workers(self, eligible: list[Eligible]) -> list[Candidate]:
-        pool = self._rpc_pool(eligible)
-        if len({worker.id for worker, _ in pool}) < 2:
-            return []
-        pick = Pick(self.request.placement_strategy)
-        for entry in self._hosts(eligible):
-            host = entry.worker
-            local = _ascending(host, _roomiest(host, entry.gpus, MAX_DEVICES - 1))
-            have = sum(max(free_vram(d), 0) for d in local)
-            remote: list[Device] = []
-            attempts = 0
-            # Add the roomiest remote GPUs until together they could hold the model, then try; a few more
-            # GPUs are allowed for the compute buffer each device needs.
-            for device in pool:
-                if device[0].id == host.id:
-                    continue
-                if len(remote) + len(local) >= MAX_DEVICES:
-                    break
-                remote.append(device)
-                have += free_vram(device)
-                if have < self.full_vram:
-                    continue
-                settled = self.devices.settle([*remote, *local], len(remote), self._all)
-                if settled is not None:
-                    pick.offer(self.devices.option(host, *settled))
-                    break
-                attempts += 1
-                if attempts >= RPC_ATTEMPTS:
-                    break
-        if pick.best is None:
-            self.rejections.add(
-                "across workers (llama.cpp RPC): the {count} roomiest GPUs together have {free} "
-                "allocatable, not enough for {need} of layers plus a compute buffer on each",
-                count=min(len(pool), MAX_DEVICES),
-                free=Bytes(sum(free_vram(d) for d in pool[:MAX_DEVICES])),
-                need=Bytes(self.full_vram),
-            )
-            return []
-        return [self.devices.build(pick.best)]
-
-    # ---- tier 4: as many layers as fit on GPUs (or exactly the user's -ngl), the rest in RAM
-
-    def partial_offload(self, eligible: list[Eligible], limit: int, exact: bool) -> list[Candidate]:
-        """Per worker, its GPUs with the most layers (exact: the fewest GPUs that hold `limit`); then,
-        when distributed inference is allowed, GPUs of other workers through RPC as well."""
-        pick = Pick(self.request.placement_strategy)
-        rest = self._exact_on_one_gpu(eligible, limit, pick) if exact else eligible
-        for entry in rest:
-            if entry.gpus:
-                pick.offer(self._partial_on_worker(entry, limit, exact))
-        if self.request.distributed_inference_across_workers and not (exact and pick.best):
-            pool = self._rpc_pool(eligible)
-            if pool:
-                for entry in self._hosts(eligible):
-                    pick.offer(self._partial_over_rpc(entry, pool, limit, exact))
-        return [self.devices.build(pick.best)] if pick.best is not None else []
-
-    def _exact_on_one_gpu(self, eligible: list[Eligible], layers: int, pick: Pick) -> list[Eligible]:
-        """The user's -ngl on one GPU, where one holds them: the best such GPU for the strategy goes to
-        `pick` (only it becomes an option: this runs over every worker). Returns the workers none of
-        whose GPUs can hold them alone, to try with several."""
-        vram = self.plan.vram([layers])[0]
-        ram = self.plan.ram([layers]) + self.growth
-        binpack = self.request.placement_strategy == PlacementStrategy.BINPACK
-        rest = []
-        best: tuple[tuple[int, int, int], WorkerSnapshot, GPUSnapshot] | None = None
-        for entry in eligible:
-            worker = entry.worker
-            if not entry.gpus:
-                continue
-            if worker.max_vram_free < vram:
-                rest.append(entry)
-                continue
-            chosen, chosen_free = None, 0
-            for gpu in entry.gpus:
-                free = worker.vram_free.get(gpu.index, 0)
-                if free >= vram and (
-                    chosen is None or (free < chosen_free if binpack else free > chosen_free)
-                ):
-                    chosen, chosen_free = gpu, free
-            if chosen is None:
-                rest.append(entry)
-                continue
-            key = score_key(self.request.placement_strategy, worker.instances, chosen_free - vram, layers)
-            if best is not None and key >= best[0]:
-                continue  # RAM and threads are checked only for a GPU that would win
-            if not worker.fits_memory(ram, vram):
-                self._ram_short(worker, ram, vram)
-                continue
-            if not self.devices.has_threads(worker, self.devices.threads(worker)):
-                continue
-            best = (key, worker, chosen)
-        if best is not None:
-            _, worker, gpu = best
-            pick.offer(self.devices.option(worker, [(worker, gpu)], 0, [layers]))
-        return rest
-
-    def _partial_on_worker(self, entry: Eligible, limit: int, exact: bool) -> Option | None:
-        worker = entry.worker
-        if worker.max_vram_free < self.plan.layer_bytes(1):  # not even the output layer's weights
-            self._nothing_fits(worker, entry.gpus[:MAX_DEVICES], limit, exact)
-            return None
-        gpus = _roomiest(worker, entry.gpus, MAX_DEVICES)
-        sizes = range(1, len(gpus) + 1) if exact else [len(gpus)]
-        floor = self.plan.layer_bytes(limit) if exact else 0
-        room = 0
-        for k in sizes:
-            room += max(worker.vram_free.get(gpus[k - 1].index, 0), 0) if exact else 0
-            if room < floor:
-                continue  # these GPUs cannot hold the layers' weights alone: no need to split
-            devices = _ascending(worker, gpus[:k])
-            if worker.unified_memory:  # one GPU sharing the pool with RAM; unified_option says why not
-                return self.devices.unified_option(
-                    worker, devices, 0, lambda shrink: self._up_to(limit, exact, shrink)
-                )
-            settled = self.devices.settle(devices, 0, self._up_to(limit, exact), memo=(limit, exact))
-            if settled is not None:
-                return self.devices.option(worker, *settled)
-        self._nothing_fits(worker, gpus, limit, exact)
-        return None
-
-    def _nothing_fits(self, worker: WorkerSnapshot, gpus: list[GPUSnapshot], limit: int, exact: bool) -> None:
-        free = Bytes(sum(max(worker.vram_free.get(g.index, 0), 0) for g in gpus))
-        if exact:
-            self.rejections.add(
-                "worker {worker}: its {count} GPU(s) have {free} allocatable, not enough for the {layers} "
-                "layers -ngl asks for",
-                worker=worker.name,
-                count=len(gpus),
-                free=free,
-                layers=limit,
-            )
-        else:
-            self.rejections.add(
-                "worker {worker}: not even one layer fits on its {count} GPU(s) ({free} allocatable)",
-                worker=worker.name,
-                count=len(gpus),
-                free=free,
-            )
-
-    def _partial_over_rpc(
-        self, entry: Eligible, pool: list[Device], limit: int, exact: bool
-    ) -> Option | None:
-        host = entry.worker
-        local = _ascending(host, _roomiest(host, entry.gpus, MAX_DEVICES - 1))
-        remote = [d for d in pool if d[0].id != host.id][: MAX_DEVICES - len(local)]
-        if not remote:
-            return None
-        remote.reverse()  # the roomiest last among the RPC servers too
-        settled = self.devices.settle([*remote, *local], len(remote), self._up_to(limit, exact))
-        if settled is None or settled[1] == 0:
-            return None  # no layer on another worker: the same as the worker alone
-        return self.devices.option(host, *settled)
-
-    # ---- tier 5: the CPU alone
-
-    def cpu(self, eligible: list[Eligible], allowed_on_gpu_workers: bool) -> list[Candidate]:
-        found = []
-        for entry in eligible:
-            if entry.worker.gpus and not allowed_on_gpu_workers:
-                continue
-            candidate = self.devices.cpu(entry.worker)
-            if candidate is not None:
-                found.append(candidate)
-        return found
 
 
 def candidates(
@@ -344,23 +24,20 @@ def candidates(
 ) -> list[Candidate]:
     need = request.need
     assert isinstance(need, LlamaBoxNeed)
-    fit = _Fit(request, need, rejections)
+    fit = Tiers(request, need, rejections)
     asked = need.gpu_layers
     if request.gpu_ids:
-        return _selected(fit, request, eligible, asked)
+        return selected(fit, request, eligible, asked)
     if asked == 0:  # -ngl 0: the user wants the CPU, wherever it is
         return fit.cpu(eligible, allowed_on_gpu_workers=True)
-    if asked is not None and asked < fit.layers:
-        if not request.cpu_offloading:
-            rejections.add(
-                "-ngl {asked} keeps {cpu} of the {total} layers on the CPU, but CPU offloading is off for "
-                "this model: allow it, or remove -ngl",
-                asked=asked,
-                cpu=fit.layers - asked,
-                total=fit.layers,
-            )
-            return []
-        return fit.partial_offload(eligible, asked, exact=True)
+    partial = asked if asked is not None and asked < fit.layers else None
+    if partial is not None and not request.cpu_offloading:
+        rejections.add(NGL_WITHOUT_OFFLOADING, asked=partial, cpu=fit.layers - partial, total=fit.layers)
+        return []
+    if need.estimate.options.tensor_split:
+        return user_split(fit, eligible, asked)
+    if partial is not None:
+        return fit.partial_offload(eligible, partial, exact=True)
     if found := fit.single_gpu(eligible):
         return found
     if found := fit.multi_gpu(eligible):
@@ -376,75 +53,3 @@ def candidates(
     elif any(entry.gpus for entry in eligible):
         rejections.add("CPU offloading is off for this model, so every layer must be on GPUs")
     return fit.cpu(eligible, allowed_on_gpu_workers=request.cpu_offloading)
-
-
-def _selected(
-    fit: _Fit, request: PlacementRequest, eligible: list[Eligible], asked: int | None
-) -> list[Candidate]:
-    """With a GPU selector: exactly the selected GPUs (the filters checked that each exists and may be
-    used), every layer on them, else as many as fit with the rest in RAM when CPU offloading allows."""
-    if asked == 0:
-        fit.rejections.add(
-            "-ngl 0 runs every layer on the CPU, but a GPU selector names GPUs: remove one of the two"
-        )
-        return []
-    holders = [entry for entry in eligible if entry.gpus]
-    if not holders:
-        return []
-    if len(holders) == 1:
-        host, remote = holders[0], []
-    elif not request.distributed_inference_across_workers:
-        fit.rejections.add("the selected GPUs are on several workers, and distributed inference is off")
-        return []
-    else:
-        host = max(holders, key=lambda e: e.worker.ram_free)
-        remote = [(e.worker, g) for e in holders if e is not host for g in e.gpus]
-        unreachable = [g.id for _, g in remote if not g.rpc_port]
-        if unreachable:
-            fit.rejections.add(
-                "selected GPUs {gpus}: no RPC server lends them to other workers "
-                "(is their worker running with --disable-rpc-servers?)",
-                gpus=", ".join(unreachable),
-            )
-            return []
-    devices = [*sorted(remote, key=free_vram), *_ascending(host.worker, host.gpus)]
-    if len(devices) > MAX_DEVICES:
-        fit.rejections.add(
-            "the GPU selector names {count} GPUs; llama.cpp splits a model over at most {most} devices",
-            count=len(devices),
-            most=MAX_DEVICES,
-        )
-        return []
-    rpc = len(remote)
-    if asked is None or asked >= fit.layers:
-        settled = fit.devices.settle(devices, rpc, fit._all, keep_empty=True)
-        if settled is not None:
-            candidate = fit.devices.candidate_on(host.worker, *settled)
-            return [candidate] if candidate is not None else []
-        capacity = Bytes(sum(max(free_vram(d), 0) for d in devices))
-        if not request.cpu_offloading:
-            fit.rejections.add(
-                "the selected GPUs together cannot hold the model: {free} allocatable, every layer needs "
-                "{need} plus a compute buffer on each GPU; allowing CPU offloading puts the rest in RAM",
-                free=capacity,
-                need=Bytes(fit.full_vram),
-            )
-            return []
-        limit, exact = fit.layers - 1, False
-    elif not request.cpu_offloading:
-        fit.rejections.add(
-            "-ngl {asked} keeps {cpu} of the {total} layers on the CPU, but CPU offloading is off for this "
-            "model: allow it, or remove -ngl",
-            asked=asked,
-            cpu=fit.layers - asked,
-            total=fit.layers,
-        )
-        return []
-    else:
-        limit, exact = asked, True
-    settled = fit.devices.settle(devices, rpc, fit._up_to(limit, exact), keep_empty=True)
-    if settled is None:
-        fit._nothing_fits(host.worker, [g for _, g in devices], limit, exact)
-        return []
-    candidate = fit.devices.candidate_on(host.worker, *settled)
-    return [candidate] if candidate is not None else []
