@@ -31,6 +31,9 @@ def _roomiest(worker: WorkerSnapshot, gpus: Sequence[GPUSnapshot], count: int) -
 
 
 class Tiers:
+    """The tiers for one placement of one requirement: each returns the best candidates it finds (only
+    the winner of a tier over many workers is built) and records why each worker was passed over."""
+
     def __init__(self, request: PlacementRequest, need: LlamaBoxNeed, rejections: Rejections) -> None:
         self.request = request
         self.rejections = rejections
