@@ -5,21 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-
-def _die_with_parent() -> None:
-    """In the child before exec: on Linux, get SIGTERM if the worker dies, so no engine is orphaned."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    os.setpgrp()
+from gpustack.worker.spawn import spawn_plan
 
 
 def open_private_log(log_path: Path) -> BinaryIO:
@@ -40,13 +30,14 @@ async def start_logged(command: list[str], env: dict[str, str], log_path: Path) 
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         log.write(f"==== {stamp} gpustack starts: {' '.join(command)}\n".encode())
         log.flush()
+        plan = await asyncio.to_thread(spawn_plan, command)
         return await asyncio.create_subprocess_exec(
-            *command,
+            *plan.argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=asyncio.subprocess.STDOUT,
             env=env,
-            preexec_fn=_die_with_parent if os.name != "nt" else None,
+            **plan.options,
         )
 
 
