@@ -30,6 +30,10 @@ STARTUP_DEADLINE_SECONDS = 600.0
 LOG_LINES_IN_ERROR = 15
 # How soon a state the server has not taken in (a report lost while it was away) is sent again.
 RESEND_AFTER_SECONDS = 3.0
+# Loading takes seconds: health polls start fast and slow down, so that many engines loading at once do
+# not cost the worker hundreds of requests a second.
+HEALTH_POLL_FIRST_SECONDS = 0.25
+HEALTH_POLL_MAX_SECONDS = 2.0
 # Failures of the network, the server or the machine, which their message explains without a traceback.
 _EXPECTED_FAILURES = (httpx.HTTPError, ServerError, OSError)
 
@@ -66,9 +70,12 @@ class RunningEngine:
     process: asyncio.subprocess.Process | None = None
     port: int | None = None
     stopping: bool = False
-    # The last state this worker decided for the instance, and when it last tried to tell the server.
+    # The last state this worker decided for the instance, and when the server last answered a report.
     last_update: ModelInstanceStateUpdate | None = None
     last_sent_at: float = 0.0
+    # One report in flight per instance: a slow server otherwise got a resend every few seconds on top
+    # of the reports it had not answered yet, which slowed it further (bench/many_engines.py).
+    delivery: asyncio.Lock = field(default_factory=asyncio.Lock)
     started_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -163,13 +170,15 @@ class ServeManager:
             return  # unreachable is the server's own judgement of this worker
         if update.state == server_state or time.monotonic() - engine.last_sent_at < RESEND_AFTER_SECONDS:
             return
+        if engine.delivery.locked():
+            return  # a report is on its way; its answer decides whether another is needed
         logger.info(
             "model instance %s: the server has %s, the engine is %s; reporting again",
             engine.name,
             server_state.value,
             update.state.value,
         )
-        self._spawn(self._deliver(engine, update))
+        self._spawn(self._deliver(engine))
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
@@ -228,24 +237,30 @@ class ServeManager:
             worker_id=self._worker_id(), state=state, state_message=message, **{**carried, **fields}
         )
         engine.last_update = update
-        return await self._deliver(engine, update)
+        return await self._deliver(engine)
 
-    async def _deliver(self, engine: RunningEngine, update: ModelInstanceStateUpdate) -> bool:
-        engine.last_sent_at = time.monotonic()
-        try:
-            await self._client.report_instance(engine.instance_id, update)
-        except Exception as exc:  # noqa: BLE001 - the server may be briefly away; resync sends it again
-            status = getattr(exc, "status_code", None)
-            if status in (404, 409):
-                self._stop(engine, f"the server no longer assigns it here ({exc})")
-                return False
-            logger.warning(
-                "could not report %s for model instance %s (sent again in %.0fs): %s",
-                update.state.value,
-                engine.name,
-                RESEND_AFTER_SECONDS,
-                describe_error(exc),
-            )
+    async def _deliver(self, engine: RunningEngine) -> bool:
+        """Send the instance's latest state, after any report still on its way (so none overtakes)."""
+        async with engine.delivery:
+            update = engine.last_update
+            if update is None or engine.stopping:
+                return not engine.stopping
+            try:
+                await self._client.report_instance(engine.instance_id, update)
+            except Exception as exc:  # noqa: BLE001 - the server may be briefly away; resync sends it again
+                status = getattr(exc, "status_code", None)
+                if status in (404, 409):
+                    self._stop(engine, f"the server no longer assigns it here ({exc})")
+                    return False
+                logger.warning(
+                    "could not report %s for model instance %s (sent again in %.0fs): %s",
+                    update.state.value,
+                    engine.name,
+                    RESEND_AFTER_SECONDS,
+                    describe_error(exc),
+                )
+            finally:
+                engine.last_sent_at = time.monotonic()
         return True
 
     async def _run(self, engine: RunningEngine, instance: dict[str, Any]) -> None:
@@ -365,6 +380,7 @@ class ServeManager:
         assert engine.process is not None
         url = f"http://127.0.0.1:{engine.port}/health"
         deadline = time.monotonic() + STARTUP_DEADLINE_SECONDS
+        interval = HEALTH_POLL_FIRST_SECONDS
         while time.monotonic() < deadline:
             if engine.process.returncode is not None:
                 return engine.process.returncode
@@ -375,9 +391,9 @@ class ServeManager:
             except httpx.HTTPError:
                 pass
             try:
-                return await asyncio.wait_for(engine.process.wait(), 0.25)
+                return await asyncio.wait_for(engine.process.wait(), interval)  # an exit is seen at once
             except asyncio.TimeoutError:
-                continue
+                interval = min(interval * 1.5, HEALTH_POLL_MAX_SECONDS)
         await self._send(
             engine,
             ModelInstanceState.ERROR,
