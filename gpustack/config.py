@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 import yaml
 
+from gpustack.schemas.users import MIN_PASSWORD_LENGTH, check_password
 from gpustack.schemas.workers import GPUDevice, GPUType, SystemReserved
 
 GiB = 1024**3
@@ -92,6 +93,27 @@ def _parse_url(value: Any) -> str:
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValueError("accepts an http:// or https:// URL such as http://10.10.10.1:80")
     return text
+
+
+def _parse_password(value: Any) -> str:
+    return check_password(_parse_str(value))
+
+
+def _parse_networks(value: Any) -> list[str]:
+    items = value if isinstance(value, list) else _parse_str(value).split(",")
+    networks = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            raise ValueError(
+                "accepts IP addresses or CIDR networks separated by commas, such as 10.0.0.0/8; "
+                f"{text!r} is not one"
+            ) from None
+    return networks
 
 
 def _parse_database_url(value: Any) -> str:
@@ -188,6 +210,17 @@ def _parse_size(value: Any, what: str) -> int:
         raise ValueError(f"{what} must be a size such as 24GiB, got {value!r}") from None
 
 
+def _parse_body_size(value: Any) -> int:
+    message = "accepts a size between 1KiB and 1GiB, such as 32MiB"
+    try:
+        size = _parse_size(value, "the value")
+    except ValueError:
+        raise ValueError(message) from None
+    if not 1024 <= size <= GiB:
+        raise ValueError(message)
+    return size
+
+
 def _parse_resources(value: Any) -> list[GPUDevice]:
     """Virtual GPUs declared in the config file, for testing and for hardware no detector knows.
 
@@ -274,10 +307,23 @@ FLAGS: tuple[Flag, ...] = (
     ),
     Flag("token_file", _parse_path, "File that holds the token (on one line), instead of --token."),
     Flag("host", _parse_str, "Address the server listens on.", "0.0.0.0"),
-    Flag("port", _parse_port, "Port the server listens on.", 80),
+    Flag("port", _parse_port, "Port the server listens on. Default 80, or 443 with --ssl-certfile."),
+    Flag("ssl_keyfile", _parse_path, "TLS private key (PEM) of the server; with --ssl-certfile."),
+    Flag("ssl_certfile", _parse_path, "TLS certificate chain (PEM) of the server; with --ssl-keyfile."),
+    Flag(
+        "trusted_proxies",
+        _parse_networks,
+        "Reverse proxies whose X-Forwarded-For/-Proto the server believes, as IPs or CIDRs separated by "
+        "commas (e.g. 127.0.0.1,10.0.0.0/8). Default none.",
+    ),
     Flag("database_url", _parse_database_url, "Database URL. Default sqlite:///<data-dir>/database.db."),
     Flag("disable_worker", _parse_bool, "Do not run the embedded worker.", False, is_switch=True),
-    Flag("bootstrap_password", _parse_str, "Initial password of the admin user. Random when not given."),
+    Flag(
+        "bootstrap_password",
+        _parse_password,
+        f"Initial password of the admin user (at least {MIN_PASSWORD_LENGTH} characters). "
+        "Random when not given.",
+    ),
     Flag("server_url", _parse_url, "URL of a server to join as a worker.", short="-s"),
     Flag("worker_name", _parse_name, "Name of this worker. Default the hostname."),
     Flag("worker_ip", _parse_ip, "IP address of this worker. Default the first non-loopback address."),
@@ -306,6 +352,13 @@ FLAGS: tuple[Flag, ...] = (
         "Seconds between a worker's heartbeats; three missed make it not_ready.",
         5.0,
     ),
+    Flag(
+        "gateway_max_body_size",
+        _parse_body_size,
+        "Largest request body the OpenAI-compatible gateway accepts (e.g. 32MiB); larger ones get 413. "
+        "Raise it for large images in chat requests.",
+        "32MiB",
+    ),
     Flag("resources", _parse_resources, "Virtual GPU devices (config file only).", None, cli=False),
 )
 
@@ -326,6 +379,9 @@ class Config:
     token_file: str | None = None
     host: str = "0.0.0.0"
     port: int = 80
+    ssl_keyfile: str | None = None
+    ssl_certfile: str | None = None
+    trusted_proxies: list[str] = field(default_factory=list)
     database_url: str = ""
     disable_worker: bool = False
     bootstrap_password: str | None = None
@@ -340,6 +396,7 @@ class Config:
     rpc_server_port_range: tuple[int, int] = (40064, 40095)
     enable_ray: bool = False
     heartbeat_interval: float = 5.0
+    gateway_max_body_size: int = 32 * 1024**2
     resources: list[GPUDevice] = field(default_factory=list)
 
     @property
@@ -381,6 +438,20 @@ def _read_config_file(path: str) -> dict[str, Any]:
             known = ", ".join(f.name for f in FLAGS if f.name != "config_file")
             raise ConfigError(f"--config-file: unknown key {key!r} in {path}; known keys: {known}")
     return content
+
+
+def _check_tls(resolved: dict[str, Any]) -> None:
+    """Both TLS files or neither, each readable; the default port becomes 443 with TLS."""
+    given = [name for name in ("ssl_keyfile", "ssl_certfile") if resolved.get(name)]
+    if len(given) == 1:
+        other = "--ssl-certfile" if given[0] == "ssl_keyfile" else "--ssl-keyfile"
+        raise ConfigError(f"--{given[0].replace('_', '-')}: needs {other} too")
+    for name in given:
+        path = Path(resolved[name])
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise ConfigError(f"--{name.replace('_', '-')}: cannot read {path}")
+    if "port" not in resolved:
+        resolved["port"] = 443 if given else 80
 
 
 def _read_token_file(resolved: dict[str, Any]) -> None:
@@ -453,6 +524,7 @@ def load_config(cli_values: Mapping[str, Any], environ: Mapping[str, str]) -> Co
         raise ConfigError("--disable-worker: cannot be combined with --server-url, which runs only a worker")
     resources = resolved.pop("resources", None) or []
     _read_token_file(resolved)
+    _check_tls(resolved)
     return Config(
         data_dir=data_dir,
         cache_dir=str(Path(cache_dir).absolute()),

@@ -9,7 +9,8 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 _USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-MIN_PASSWORD_LENGTH = 6
+# NIST SP 800-63B: at least 8 characters for a password a person chooses.
+MIN_PASSWORD_LENGTH = 8
 
 
 def check_password(value: str) -> str:
@@ -78,8 +79,13 @@ class PasswordChange(BaseModel):
 class ApiKeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=255)
     description: str = Field(default="", max_length=2000)
+    # strict: JSON `true` would otherwise be read as 1 second, and "60" or 60.0 guessed at.
     expires_in: int | None = Field(
-        default=None, gt=0, le=10 * 365 * 86400, description="seconds until the key expires; none for never"
+        default=None,
+        gt=0,
+        le=10 * 365 * 86400,
+        strict=True,
+        description="seconds until the key expires (a whole number); none for never",
     )
 
     model_config = ConfigDict(extra="forbid")

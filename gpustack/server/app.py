@@ -6,18 +6,22 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gpustack import __version__
-from gpustack.server import errors, storage_full
+from gpustack.server import errors, openapi, storage_full
 from gpustack.server.api import api_keys, auth, evaluations, instances, models, system, users, workers
-from gpustack.server.auth import ApiKeyCache
+from gpustack.server.auth import CredentialCache
 from gpustack.server.context import ServerContext
+from gpustack.server.edge import BodyLimits, Edge
 from gpustack.server.gateway import routes as gateway
 from gpustack.server.gateway.routing import RoutingTable, maintain
+from gpustack.server.login_throttle import LoginThrottle
+from gpustack.server.route_table import RouteTable
 from gpustack.utils.request_log import RequestLog
 
 
@@ -36,7 +40,8 @@ def create_app(ctx: ServerContext) -> FastAPI:
 
     app = FastAPI(title="GPUStack", version=__version__, lifespan=lifespan)
     app.state.ctx = ctx
-    app.state.api_key_cache = ApiKeyCache()
+    app.state.credential_cache = CredentialCache()
+    app.state.login_throttle = LoginThrottle()
     app.state.routing = routing
     app.add_exception_handler(errors.ApiError, errors.handle_api_error)
     app.add_exception_handler(RequestValidationError, errors.handle_validation_error)
@@ -44,11 +49,25 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.add_exception_handler(StaleDataError, errors.handle_stale_data)
     app.add_exception_handler(storage_full.StorageFull, storage_full.handle_storage_full)
     app.add_exception_handler(gateway.OpenAIError, _handle_openai_error)
+    app.add_exception_handler(OverflowError, errors.handle_database_range_error)
+    app.add_exception_handler(DBAPIError, errors.handle_database_range_error)
+    served = routers()
+    for router in served:
+        app.include_router(router)
+    app.state.route_table = RouteTable([*app.router.routes, *(r for router in served for r in router.routes)])
+    # Credentials and body limits before anything reads a body; the request log outside it sees its answers.
+    app.add_middleware(
+        Edge, limits=BodyLimits(gateway=ctx.config.gateway_max_body_size), routes=app.state.route_table
+    )
     app.add_middleware(RequestLog, logger_name="gpustack.server.requests")
-    for module in (system, auth, users, api_keys, workers, models, instances, evaluations):
-        app.include_router(module.router)
-    app.include_router(gateway.build_router())
+    openapi.install(app)
     return app
+
+
+def routers() -> list[APIRouter]:
+    """Every router the server serves, in order (the security tests check each route's access)."""
+    modules = (system, auth, users, api_keys, workers, models, instances, evaluations)
+    return [*(module.router for module in modules), system.log_level, gateway.build_router()]
 
 
 async def _handle_openai_error(_request: Request, exc: Exception) -> Response:

@@ -1,9 +1,9 @@
-"""Pagination and lookups shared by the resource routes."""
+"""Pagination, id ranges and lookups shared by the resource routes."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel
@@ -15,11 +15,19 @@ from gpustack.server.errors import NotFound
 
 V = TypeVar("V", bound=BaseModel)
 
+# Ids are INTEGER columns: 32 bits on PostgreSQL, the narrowest of the databases. A larger number cannot be
+# an id anywhere, and binding it fails inside the driver (SQLite from 2**63, PostgreSQL from 2**31).
+MAX_ID = 2**31 - 1
+
+QueryId = Annotated[
+    int | None, Query(ge=1, le=MAX_ID, description=f"an id, from 1 to {MAX_ID}; omit for any")
+]
+
 
 class PageParams:
     def __init__(
         self,
-        page: int = Query(1, ge=1, description="page number, from 1"),
+        page: int = Query(1, ge=1, le=MAX_ID, description="page number, from 1"),
         per_page: int = Query(100, ge=1, le=1000, alias="perPage", description="items per page"),
     ) -> None:
         self.page = page
@@ -47,7 +55,9 @@ async def paginate(
 
 
 async def get_or_404(session: AsyncSession, table: type[Any], row_id: int, what: str) -> Any:
-    row = await session.get(table, row_id)
+    """The row, or 404; an id outside what an id can be is simply not found (and never sent to the
+    database, whose driver would fail on it)."""
+    row = await session.get(table, row_id) if 1 <= row_id <= MAX_ID else None
     if row is None:
         raise NotFound(f"{what} {row_id} not found")
     return row

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from gpustack.scheduler.candidates import Assignment, NoPlacement
 from gpustack.schemas.models import ModelCreate
+from gpustack.server import json_body
 from gpustack.server.auth import context, require_admin
 from gpustack.server.controllers.scheduler import cluster_snapshot, evaluate
 from gpustack.server.errors import BadRequest
@@ -39,16 +40,34 @@ def _assignment(assignment: Assignment) -> dict[str, Any]:
     }
 
 
-@router.post("", dependencies=[Depends(require_admin)])
+# The body is read by hand (one model or a list); documented here so that clients and fuzzers see it.
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "description": (
+                        '{"models": [model, ...]} with the fields of POST /v1/models, or one model'
+                    ),
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("", dependencies=[Depends(require_admin)], openapi_extra=_BODY)
 async def evaluate_models(request: Request) -> dict[str, Any]:
     """Body: {"models": [model, ...]} (the fields of POST /v1/models), or one model.
 
     The models are evaluated in order, each replica after the previous ones' claims, as if deployed together.
     """
     try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("the request body is not valid JSON") from None
+        body = json_body.loads(await request.body())
+    except json_body.BodyNotJSON as exc:
+        raise BadRequest(str(exc)) from None
     if isinstance(body, dict) and "models" not in body:
         body = {"models": [body]}
     try:

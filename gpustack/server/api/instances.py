@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gpustack.schemas.models import ModelInstancePublic, ModelInstanceState, ModelInstanceStateUpdate
-from gpustack.server.api.common import PageParams, get_or_404, paginate
+from gpustack.server.api.common import PageParams, QueryId, get_or_404, paginate
 from gpustack.server.api.watch import watch_response
 from gpustack.server.auth import Principal, context, require_admin, require_admin_or_worker, require_worker
 from gpustack.server.db.retry import run_transaction
@@ -31,8 +31,8 @@ router = APIRouter(prefix="/v1/model-instances", tags=["model-instances"])
 async def list_instances(
     request: Request,
     params: PageParams = Depends(),
-    model_id: int | None = None,
-    worker_id: int | None = None,
+    model_id: QueryId = None,
+    worker_id: QueryId = None,
     state: ModelInstanceState | None = None,
     watch: bool = Query(False, description="stream a snapshot then changes as newline-delimited JSON"),
     principal: Principal = Depends(require_admin_or_worker),

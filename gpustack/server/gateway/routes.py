@@ -11,8 +11,10 @@ import httpx
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from gpustack.server import errors, json_body
 from gpustack.server.auth import Principal, authenticate, context
 from gpustack.server.errors import ApiError
+from gpustack.server.gateway import paths
 from gpustack.server.gateway.routing import Endpoint, RoutingTable
 from gpustack.utils.errors import describe_error
 from gpustack.utils.relay import WORKER_ERROR_HEADER, stream_back
@@ -30,8 +32,7 @@ class OpenAIError(Exception):
 
 
 def openai_error_response(exc: OpenAIError) -> JSONResponse:
-    body = {"error": {"message": exc.message, "type": exc.error_type, "code": exc.code}}
-    return JSONResponse(body, status_code=exc.status_code)
+    return errors.openai_error_response(exc.status_code, exc.message, exc.error_type, exc.code)
 
 
 async def gateway_user(request: Request) -> Principal:
@@ -40,8 +41,12 @@ async def gateway_user(request: Request) -> Principal:
         principal = await authenticate(request)
     except ApiError as exc:
         raise OpenAIError(exc.status_code, exc.message, "authentication_error", "invalid_api_key") from None
-    if principal.is_worker:
-        raise OpenAIError(403, "the cluster token is for workers; use an API key", "permission_error")
+    if not principal.is_user:
+        raise OpenAIError(
+            403,
+            "worker credentials and the cluster token cannot call models; use an API key",
+            "permission_error",
+        )
     if principal.require_password_change:
         raise OpenAIError(403, "change your initial password before using the API", "permission_error")
     return principal
@@ -75,9 +80,9 @@ def _model_of(body: bytes) -> str:
             400, "the request body must be a JSON object with a 'model' field", "invalid_request_error"
         )
     try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise OpenAIError(400, "the request body is not valid JSON", "invalid_request_error") from None
+        payload = json_body.loads(body)
+    except json_body.BodyNotJSON as exc:
+        raise OpenAIError(400, str(exc), "invalid_request_error") from None
     if not isinstance(payload, dict):
         raise OpenAIError(400, "the request body must be a JSON object", "invalid_request_error")
     model = payload.get("model")
@@ -91,7 +96,7 @@ def _model_of(body: bytes) -> str:
 async def _send(request: Request, endpoint: Endpoint, path: str, body: bytes) -> httpx.Response:
     ctx = context(request)
     headers = {
-        "Authorization": f"Bearer {ctx.cluster_token}",
+        "Authorization": f"Bearer {ctx.worker_credential(endpoint.worker_id)}",
         "X-Target-Port": str(endpoint.engine_port),
         "X-Target-Instance": str(endpoint.instance_id),
         "Content-Type": request.headers.get("content-type", "application/json"),
@@ -165,15 +170,34 @@ def _relay_to(engine_path: str) -> Callable[..., Awaitable[Response]]:
     return endpoint
 
 
+# The body is relayed as it is, so only what the gateway itself reads is documented.
+_RELAYED_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["model"],
+                    "properties": {"model": {"type": "string", "description": "the model's name"}},
+                    "additionalProperties": True,
+                }
+            }
+        },
+    }
+}
+
+
 def build_router() -> APIRouter:
     router = APIRouter(tags=["openai"])
-    for prefix in ("/v1-openai", "/v1"):
-        for path in ("chat/completions", "completions", "embeddings"):
+    for prefix in (paths.PREFIX, paths.ALIAS_PREFIX):
+        for path in paths.RELAYED:
             router.add_api_route(
                 f"{prefix}/{path}",
                 _relay_to(f"v1/{path}"),
                 methods=["POST"],
-                include_in_schema=prefix == "/v1-openai",
+                include_in_schema=prefix == paths.PREFIX,
+                openapi_extra=_RELAYED_BODY,
             )
-    router.add_api_route("/v1-openai/models", list_models, methods=["GET"])
+    router.add_api_route(f"{paths.PREFIX}/models", list_models, methods=["GET"])
     return router

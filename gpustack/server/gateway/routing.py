@@ -26,6 +26,7 @@ _ROUTED_FIELDS = {ModelRow.__tablename__: ("name",), WorkerRow.__tablename__: ("
 class Endpoint:
     instance_id: int
     instance_name: str
+    worker_id: int
     worker_name: str
     worker_address: str  # http://ip:port of the worker's API
     engine_port: int
@@ -94,6 +95,7 @@ class RoutingTable:
                 Endpoint(
                     instance_id=instance["id"],
                     instance_name=instance["name"],
+                    worker_id=worker["id"],
                     worker_name=worker["name"],
                     worker_address=f"http://{worker['ip']}:{worker['port']}",
                     engine_port=instance["port"],
