@@ -1,11 +1,18 @@
-"""How the worker starts a child so that it has a process group of its own and, on Linux, gets SIGTERM
-when the worker dies, without holding up the event loop.
+"""How the worker starts a child (an engine, an RPC server): in a process group of its own, at a lower CPU
+priority than gpustack itself, and, on Linux, with SIGTERM when the worker dies; without holding up the
+event loop.
 
 Python code in the child (Popen's preexec_fn) makes Popen fork the whole worker and then wait, on the
-event loop, until the child has run it and exec'd: measured 17 ms a start on an idle 2-core host and
-150 ms on a busy one (bench/spawn_stall.py), so 64 engines starting froze the server for seconds. util-linux's
-setpriv sets the parent-death signal in C after a vfork instead (1-8 ms a start); preexec_fn remains
-only where nothing else can do it.
+event loop, until the child has run it and exec'd: measured 22-30 ms a start on an idle 2-core host and
+~300 ms on a busy one (bench/spawn_stall.py), so 64 engines starting froze the server for seconds.
+util-linux's setpriv sets the parent-death signal in C after a vfork instead (2 ms a start);
+preexec_fn remains only where nothing else can do it.
+
+Engines run at nice ENGINE_NICENESS: when they want more CPU than the host has (64 engines loading on
+2 cores, bench/many_engines.py), the server, the worker and their health checks still get theirs.
+Without it, heartbeats and state reports waited past their deadlines, the worker was declared not
+ready, and every instance was placed and started again, three times over; at nice 10 none of that
+happened. While the CPU is not contended, the priority changes nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+ENGINE_NICENESS = 10
+
 
 @dataclass(frozen=True)
 class SpawnPlan:
@@ -28,13 +37,16 @@ class SpawnPlan:
 
 
 def die_with_parent() -> None:
-    """In the child before exec: on Linux, get SIGTERM if the worker dies, so no engine is orphaned."""
+    """In the child before exec, where nothing else can: SIGTERM when the worker dies (Linux), its own
+    process group, and a lower priority."""
     if sys.platform.startswith("linux"):
         import ctypes
 
         with contextlib.suppress(OSError):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     os.setpgrp()
+    with contextlib.suppress(OSError):
+        os.nice(ENGINE_NICENESS)
 
 
 @functools.cache
@@ -50,15 +62,22 @@ def setpriv() -> str | None:
     return path if "--pdeathsig" in usage else None
 
 
+@functools.cache
+def _nice() -> list[str]:
+    path = shutil.which("nice")
+    return [path, "-n", str(ENGINE_NICENESS)] if path else []
+
+
 def spawn_plan(command: list[str]) -> SpawnPlan:
-    """How to start `command`. The first call on Linux may run `setpriv --help`: call it off the loop."""
+    """How to start `command`. The first call may look up setpriv and nice: call it off the loop."""
     if os.name == "nt":
         return SpawnPlan(command)
     if sys.version_info >= (3, 11):  # Popen's process_group
         if not sys.platform.startswith("linux"):
-            return SpawnPlan(command, {"process_group": 0})
+            return SpawnPlan([*_nice(), *command], {"process_group": 0})
         wrapper = setpriv()
         if wrapper is not None:
-            # setpriv execs the command itself: the engine keeps its pid, and the signal survives exec.
-            return SpawnPlan([wrapper, "--pdeathsig", "TERM", "--", *command], {"process_group": 0})
+            # setpriv and nice each exec the next: the engine keeps the pid, and the signal survives exec.
+            argv = [wrapper, "--pdeathsig", "TERM", "--", *_nice(), *command]
+            return SpawnPlan(argv, {"process_group": 0})
     return SpawnPlan(command, {"preexec_fn": die_with_parent})

@@ -1,5 +1,5 @@
 """Engines start without Python code between fork and exec (which held the event loop for each start),
-and still in a process group of their own that dies with the worker."""
+and still in a process group of their own that dies with the worker, below gpustack's CPU priority."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gpustack.worker.spawn import setpriv, spawn_plan
+from gpustack.worker.spawn import ENGINE_NICENESS, setpriv, spawn_plan
 
 linux_with_setpriv = pytest.mark.skipif(
     not sys.platform.startswith("linux") or sys.version_info < (3, 11) or setpriv() is None,
@@ -26,7 +26,8 @@ def test_engines_start_without_python_code_in_the_child() -> None:
     plan = spawn_plan(["/bin/engine", "--port", "1"])
     assert "preexec_fn" not in plan.options  # it forces a fork of the whole worker, waited for on the loop
     assert plan.options == {"process_group": 0}
-    assert plan.argv == [setpriv(), "--pdeathsig", "TERM", "--", "/bin/engine", "--port", "1"]
+    assert plan.argv[:4] == [setpriv(), "--pdeathsig", "TERM", "--"]
+    assert plan.argv[-3:] == ["/bin/engine", "--port", "1"]
 
 
 def _state(pid: int) -> str | None:
@@ -68,6 +69,8 @@ def test_an_engine_dies_with_its_worker_and_has_its_own_process_group(tmp_path: 
         while _program(engine) != b"sleep" and time.monotonic() < deadline:
             time.sleep(0.01)  # setpriv, then the engine itself under the same pid
         assert _program(engine) == b"sleep"
+        # Below gpustack's priority: engines that want more CPU than there is cannot starve the server.
+        assert os.getpriority(os.PRIO_PROCESS, engine) == os.getpriority(os.PRIO_PROCESS, 0) + ENGINE_NICENESS
         parent.send_signal(signal.SIGKILL)  # the worker crashes
         parent.wait()
         deadline = time.monotonic() + 10
