@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -17,6 +18,7 @@ from gpustack.server import errors, openapi, storage_full
 from gpustack.server.api import api_keys, auth, evaluations, instances, models, system, users, workers
 from gpustack.server.auth import CredentialCache
 from gpustack.server.context import ServerContext
+from gpustack.server.db.retry import handle_database_busy
 from gpustack.server.edge import BodyLimits, Edge
 from gpustack.server.gateway import routes as gateway
 from gpustack.server.gateway.routing import RoutingTable, maintain
@@ -51,6 +53,8 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.add_exception_handler(gateway.OpenAIError, _handle_openai_error)
     app.add_exception_handler(OverflowError, errors.handle_database_range_error)
     app.add_exception_handler(DBAPIError, errors.handle_database_range_error)
+    app.add_exception_handler(OperationalError, handle_database_busy)  # StorageFull's own comes first
+    app.add_exception_handler(PoolTimeout, handle_database_busy)
     served = routers()
     for router in served:
         app.include_router(router)

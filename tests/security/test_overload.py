@@ -113,3 +113,20 @@ async def test_deleting_a_model_whose_instances_change_meanwhile_succeeds_at_onc
 
 async def _has_instances(admin: httpx.AsyncClient, model_id: int, count: int) -> bool:
     return len(await instances(admin, model_id=model_id)) == count
+
+
+async def test_a_route_without_retries_answers_a_busy_database_with_a_503_not_a_500(
+    server: RunningServer, admin: httpx.AsyncClient
+) -> None:
+    path = sqlite_path(server)
+    await short_busy_timeout(server)
+    holder = hold_write_lock(path)
+    try:
+        response = await admin.post("/v1/api-keys", json={"name": "during-a-lock"})
+    finally:
+        holder.close()
+    assert response.status_code == 503, response.text
+    assert response.json()["message"] == (
+        "the database is busy (database is locked); try again in a few seconds"
+    )
+    assert (await admin.post("/v1/api-keys", json={"name": "after-the-lock"})).status_code == 201

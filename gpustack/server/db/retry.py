@@ -9,11 +9,14 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from fastapi import Request
+from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
-from gpustack.server.errors import ServiceUnavailable
+from gpustack.server.errors import ServiceUnavailable, error_response
 
 logger = logging.getLogger(__name__)
 
@@ -105,3 +108,18 @@ async def run_transaction(
                 raise
             logger.debug("%s: a row changed meanwhile; attempt %d of %d", what, attempt, attempts)
         await asyncio.sleep(retry_delay(attempt))
+
+
+async def handle_database_busy(request: Request, exc: Exception) -> JSONResponse:
+    """For routes that write without run_transaction, and reads that found no free connection: a busy
+    database is a 503 that says so, logged in one line. Other database errors go on as they were."""
+    if isinstance(exc, PoolTimeout):
+        reason = "no database connection came free in time"
+    elif is_busy(exc):
+        reason = str(getattr(exc, "orig", exc)).strip()
+    else:
+        raise exc
+    logger.warning("%s %s: the database is busy: %s", request.method, request.url.path, reason)
+    return error_response(
+        503, "ServiceUnavailable", f"the database is busy ({reason}); try again in a few seconds"
+    )
