@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm.exc import StaleDataError
 
 from gpustack.server.db.retry import DatabaseBusy
@@ -28,6 +29,8 @@ async def reconcile_forever(
             logger.info("%s: a row changed under this step; it runs again", name)
         except DatabaseBusy as exc:
             logger.warning("%s: %s; retrying in %.0fs", name, exc.message, interval)
+        except PoolTimeout:
+            logger.warning("%s: no database connection came free in time; retrying in %.0fs", name, interval)
         except Exception:
             logger.exception("%s: reconcile step failed; retrying in %.0fs", name, interval)
         if wake is None:
