@@ -181,3 +181,25 @@ async def test_a_postgresql_serialization_failure_runs_again(
     await run_transaction(session_factory(engine), read_then_write, what="updating")
     assert attempts == 2
     assert await holder.fetchval(f"SELECT v FROM {pair} WHERE id = 1") == 11
+
+
+async def test_retries_stop_once_the_window_has_passed(
+    sqlite_file: tuple[Path, AsyncEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However many attempts are allowed, a request does not wait minutes for a lock that stays held."""
+    path, engine = sqlite_file
+    monkeypatch.setattr("gpustack.server.db.retry.WINDOW_SECONDS", 0.5)
+    calls = 0
+
+    async def counted(session: AsyncSession) -> int:
+        nonlocal calls
+        calls += 1
+        return await increment(session)
+
+    holder = hold_write_lock(path)
+    try:
+        with pytest.raises(DatabaseBusy):
+            await run_transaction(session_factory(engine), counted, what="incrementing", attempts=1000)
+    finally:
+        holder.close()
+    assert 1 < calls < 1000

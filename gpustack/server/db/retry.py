@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -27,6 +28,9 @@ T = TypeVar("T")
 ATTEMPTS = 5
 FIRST_DELAY_SECONDS = 0.05
 MAX_DELAY_SECONDS = 2.0
+# No attempt starts this long after the first: with SQLite's busy_timeout of 30 s, a request answers 503
+# after about half a minute instead of several.
+WINDOW_SECONDS = 30.0
 
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 _SQLITE_TEXTS = ("database is locked", "database table is locked", "database schema is locked")
@@ -84,13 +88,16 @@ async def run_transaction(
     `work` must read what it changes inside the session it is given (a retry starts from fresh reads) and
     must not commit itself. With `retry_stale`, a row changed by someone else since `work` read it
     (optimistic locking) also runs it again: right where `work` recomputes everything from its reads.
-    Raises DatabaseBusy (503) once `attempts` are spent; other errors pass through at once.
+    Raises DatabaseBusy (503) once `attempts` are spent or WINDOW_SECONDS have passed; other errors pass
+    through at once.
     """
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
+    began = time.monotonic()
     attempt = 0
     while True:
         attempt += 1
+        delay = retry_delay(attempt)
         try:
             async with sessions() as session:
                 result = await work(session)
@@ -99,15 +106,15 @@ async def run_transaction(
         except DBAPIError as exc:
             if not is_busy(exc):
                 raise
-            if attempt == attempts:
-                logger.warning("%s: the database stayed busy after %d attempts: %s", what, attempts, exc.orig)
+            if attempt == attempts or time.monotonic() - began + delay > WINDOW_SECONDS:
+                logger.warning("%s: the database stayed busy after %d attempts: %s", what, attempt, exc.orig)
                 raise DatabaseBusy(what, exc) from exc
             logger.debug("%s: the database is busy (%s); attempt %d of %d", what, exc.orig, attempt, attempts)
         except StaleDataError:
-            if not retry_stale or attempt == attempts:
+            if not retry_stale or attempt == attempts or time.monotonic() - began + delay > WINDOW_SECONDS:
                 raise
             logger.debug("%s: a row changed meanwhile; attempt %d of %d", what, attempt, attempts)
-        await asyncio.sleep(retry_delay(attempt))
+        await asyncio.sleep(delay)
 
 
 async def handle_database_busy(request: Request, exc: Exception) -> JSONResponse:
