@@ -73,8 +73,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-
-
 def _sqlite_file(config: Config) -> Path | None:
     from gpustack.server.db.engine import sqlite_file  # loads SQLAlchemy: only when starting
 
@@ -85,7 +83,8 @@ def _local_server_url(config: Config) -> str:
     host = config.host if config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{config.port}"
+    scheme = "https" if config.ssl_certfile else "http"
+    return f"{scheme}://{host}:{config.port}"
 
 
 async def _run(config: Config) -> None:

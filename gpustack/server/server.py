@@ -101,7 +101,12 @@ class Server:
     async def serve(self, stop: asyncio.Event) -> None:
         ctx = self.ctx or await self.prepare()
         sock = bind_socket(self.config.host, self.config.port, "--port")
-        server = make_server(create_app(ctx))
+        server = make_server(
+            create_app(ctx),
+            ssl_keyfile=self.config.ssl_keyfile,
+            ssl_certfile=self.config.ssl_certfile,
+            trusted_proxies=self.config.trusted_proxies,
+        )
         controllers = [
             asyncio.create_task(coro, name=name)
             for name, coro in (

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from gpustack.config import Config
-from gpustack.schemas.workers import WorkerPublic, WorkerRegistration, WorkerStatusReport
+from gpustack.schemas.workers import WorkerRegistered, WorkerRegistration, WorkerStatusReport
 from gpustack.utils.errors import describe_error
 from gpustack.utils.files import read_or_create, write_private
 from gpustack.utils.network import first_non_loopback_ip
@@ -75,7 +75,10 @@ class Worker:
         self.name, self.uuid = worker_identity(config)
         self.ip = config.worker_ip or first_non_loopback_ip()
         self.worker_id: int | None = None
-        self.client = ServerClient(server_url, token)
+        # The embedded worker reaches its own server on loopback, whose certificate names the host
+        # the users reach, not 127.0.0.1: nothing leaves the machine, so that one check is skipped.
+        embedded = config.is_server
+        self.client = ServerClient(server_url, token, verify=not embedded)
         self.detectors = default_detectors()
         # The latest GPU detection: vendor tools can be slow or hang, so they run on their own loop and
         # heartbeats report the last result instead of waiting for them.
@@ -123,7 +126,7 @@ class Worker:
             return WorkerStatusReport(status=status, state_message=message, healthy=False)
         return WorkerStatusReport(status=status)
 
-    async def _register(self, stop: asyncio.Event) -> WorkerPublic | None:
+    async def _register(self, stop: asyncio.Event) -> WorkerRegistered | None:
         delay = 1.0
         while not stop.is_set():
             if not self._detected.is_set():
@@ -172,8 +175,10 @@ class Worker:
             try:
                 await self.client.report_status(self._current_id(), await self._status())
             except ServerError as exc:
-                if exc.status_code == 404:
-                    logger.warning("the server no longer knows this worker; registering again")
+                # 404: the worker was removed; 401: its credential no longer holds (removed, or the
+                # server's secret changed). Either way the cluster token gets a new registration.
+                if exc.status_code in (401, 404):
+                    logger.warning("the server no longer knows this worker (%s); registering again", exc)
                     await self._register(stop)
                 else:
                     logger.warning("heartbeat rejected: %s", exc)
@@ -225,7 +230,8 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         sock = bind_socket("0.0.0.0", self.config.worker_port, "--worker-port")
-        server = make_server(create_worker_app(self.token, self.serve, self.config.log_dir))
+        app = create_worker_app(lambda: self.client.credential, self.serve, self.config.log_dir)
+        server = make_server(app)
         serving = asyncio.create_task(server.serve(sockets=[sock]), name="worker-http")
         logger.info("worker API listening on port %d", self.config.worker_port)
         tasks: list[asyncio.Task] = []

@@ -17,6 +17,7 @@ import openai
 import psutil
 import pytest
 
+from gpustack.server.security import worker_credential
 from tests.conftest import require_or_skip, smollm2_path
 from tests.e2e.cluster import Cluster, GpustackProcess, wait_until
 
@@ -186,10 +187,21 @@ def test_worker_api_answers_health_and_log_level_and_guards_its_proxy(cluster: C
     assert httpx.put(f"{base}/debug/log_level", content="debug").text.strip() == "debug"
     assert httpx.put(f"{base}/debug/log_level", content="info").text.strip() == "info"
     assert httpx.get(f"{base}/proxy/health", headers={"X-Target-Port": "22"}).status_code == 401
-    token = (cluster.root / "server" / "token").read_text().strip()
     instance = wait_until(api.running, 180, "the model instance to be running")[0]
-    auth = {"Authorization": f"Bearer {token}"}
     mine = {"X-Target-Port": str(instance["port"]), "X-Target-Instance": str(instance["id"])}
+    # Every worker holds the cluster token: it must not open another worker's engines or logs.
+    token = (cluster.root / "server" / "token").read_text().strip()
+    with_token = httpx.get(f"{base}/proxy/health", headers={"Authorization": f"Bearer {token}", **mine})
+    assert with_token.status_code == 401
+    assert (
+        httpx.get(
+            f"{base}/serve-logs/{instance['id']}", headers={"Authorization": f"Bearer {token}"}
+        ).status_code
+        == 401
+    )
+    # The server presents the credential it gave this worker at registration.
+    secret = (cluster.root / "server" / "session_secret").read_text().strip()
+    auth = {"Authorization": f"Bearer {worker_credential(secret, worker['id'])}"}
     assert httpx.get(f"{base}/proxy/health", headers={**auth, **mine}).status_code == 200
     elsewhere = {"X-Target-Port": str(cluster.port), "X-Target-Instance": str(instance["id"])}
     refused = httpx.get(f"{base}/proxy/health", headers={**auth, **elsewhere})
@@ -210,6 +222,39 @@ def test_instance_logs_tail_from_the_worker(cluster: Cluster, api: Api) -> None:
     ) as stream:
         first = next(stream.iter_lines())
         assert first
+
+
+def test_a_model_deployed_after_a_deleted_one_gets_a_new_instance_id_and_its_own_log(
+    cluster: Cluster, api: Api
+) -> None:
+    def deploy_and_run(name: str) -> tuple[dict, dict]:
+        created = api.http.post(
+            "/v1/models",
+            json={"name": name, "local_path": smollm2_path(), "backend_parameters": ["--ctx-size=512"]},
+        )
+        assert created.status_code == 201, created.text
+        running = wait_until(
+            lambda: next(
+                (i for i in api.instances() if i["model_name"] == name and i["state"] == "running"), None
+            ),
+            180,
+            f"{name} to be running",
+        )
+        return created.json(), running
+
+    logs = cluster.root / "server" / "log" / "serve"
+    model, first = deploy_and_run("reuse-a")
+    assert "--alias reuse-a" in (logs / f"{first['id']}.log").read_text()
+    assert api.http.delete(f"/v1/models/{model['id']}").status_code == 204
+    model, second = deploy_and_run("reuse-b")
+    try:
+        assert second["id"] > first["id"]
+        log = (logs / f"{second['id']}.log").read_text()
+        assert "--alias reuse-b" in log and "reuse-a" not in log
+        shown = api.http.get(f"/v1/model-instances/{second['id']}/logs").text
+        assert "reuse-a" not in shown
+    finally:
+        api.http.delete(f"/v1/models/{model['id']}")
 
 
 def test_second_worker_joins_and_becomes_ready(second_worker: GpustackProcess, api: Api) -> None:

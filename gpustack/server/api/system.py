@@ -43,4 +43,4 @@ async def _loopback_or_admin(request: Request) -> None:
         await require_admin(await require_user(await authenticate(request)))
 
 
-router.include_router(log_level_router(_loopback_or_admin))
+log_level = log_level_router(_loopback_or_admin)
