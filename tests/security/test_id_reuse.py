@@ -65,7 +65,8 @@ async def test_upgrading_a_database_that_lost_autoincrement_keeps_its_instances_
                 text(
                     "INSERT INTO model_instances (name, model_id, model_name, state, state_message, "
                     "state_changed_at, restart_count, gpu_indexes, subordinate_workers, version, created_at, "
-                    f"updated_at) VALUES ('m-4', 1, 'm', 'pending', '', {_NOW}, 0, '[]', '[]', 1, {_NOW}, {_NOW})"
+                    "updated_at) VALUES ('m-4', 1, 'm', 'pending', '', "
+                    f"{_NOW}, 0, '[]', '[]', 1, {_NOW}, {_NOW})"
                 )
             )
             new_id = (
