@@ -68,9 +68,14 @@ def test_a_model_too_big_for_any_one_gpu_is_split_across_workers_through_rpc(clu
         assert len(endpoints) == 2 and len(command[command.index("--tensor-split") + 1].split(",")) == 2
 
         # Each lender's status counts what it lends, and the FAQ's RPC server log exists.
+        # (a lender learns of the instance through its watch and reports at its next heartbeat)
         for name in ("rpc-a", "rpc-b"):
-            worker = api.get("/v1/workers", params={"name": name}).json()["items"][0]
-            assert worker["status"]["gpu_devices"][0]["memory"]["allocated"] > 0
+
+            def lends(n: str = name) -> bool:
+                worker = api.get("/v1/workers", params={"name": n}).json()["items"][0]
+                return bool(worker["status"]["gpu_devices"][0]["memory"]["allocated"] > 0)
+
+            wait_until(lends, 30, f"{name} to report the memory it lends")
             assert (cluster.root / name / "log" / "rpc_server" / "gpu-0.log").exists()
 
         key = api.post("/v1/api-keys", json={"name": "split"}).json()["value"]
