@@ -80,14 +80,14 @@ def main() -> None:
         wait(lambda: httpx.get(server + "/healthz").status_code == 200, 60, "the server")
         admin = httpx.Client(base_url=server, timeout=30)
         admin.post("/auth/login", json={"username": "admin", "password": PASSWORD}).raise_for_status()
-        admin.post("/v1/models", json={"name": "smollm2", "local_path": model_path()}).raise_for_status()
+        admin.post("/v2/models", json={"name": "smollm2", "local_path": model_path()}).raise_for_status()
 
         def running() -> dict | None:
-            items = admin.get("/v1/model-instances").json()["items"]
+            items = admin.get("/v2/model-instances").json()["items"]
             return next((i for i in items if i["state"] == "running"), None)
 
         instance = wait(running, 180, "the model to run")
-        key = admin.post("/v1/api-keys", json={"name": "bench"}).json()["value"]
+        key = admin.post("/v2/api-keys", json={"name": "bench"}).json()["value"]
         token = Path(data_dir, "token").read_text().strip()
         paths = {
             "engine (baseline)": (f"http://127.0.0.1:{instance['port']}/v1/completions", {}),

@@ -70,7 +70,7 @@ async def phase(
     ):
         tasks = [asyncio.create_task(guess(flood, stop, answers)) for _ in range(guessers)]
         healthz, models = await asyncio.gather(
-            probe(health, "/healthz", seconds), probe(api, "/v1/models", seconds)
+            probe(health, "/healthz", seconds), probe(api, "/v2/models", seconds)
         )
         stop.set()
         await asyncio.gather(*tasks)
@@ -82,7 +82,7 @@ async def measure(url: str, key: str, guessers: int, seconds: float) -> None:
     for name, count in (("idle (baseline)", 0), (f"{guessers} guessers", guessers)):
         healthz, models, answers = await phase(url, key, count, seconds)
         rows.append((name, healthz, models, answers))
-    print(f"{'phase':<18} {'healthz p50':>11} {'p99':>8} {'/v1/models p50':>15} {'p99':>8}  guesses answered")
+    print(f"{'phase':<18} {'healthz p50':>11} {'p99':>8} {'/v2/models p50':>15} {'p99':>8}  guesses answered")
     for name, healthz, models, answers in rows:
         answered = ", ".join(f"{code}: {n}" for code, n in sorted(answers.items())) or "-"
         print(
@@ -113,7 +113,7 @@ def main() -> None:
                     time.sleep(0.1)
             with httpx.Client(base_url=url, timeout=30) as admin:
                 admin.post("/auth/login", json={"username": "admin", "password": PASSWORD}).raise_for_status()
-                key = admin.post("/v1/api-keys", json={"name": "bench"}).json()["value"]
+                key = admin.post("/v2/api-keys", json={"name": "bench"}).json()["value"]
             asyncio.run(measure(url, key, args.guessers, args.seconds))
         finally:
             server.terminate()

@@ -101,14 +101,14 @@ def run_once(tree: Path, replicas: int) -> dict[str, str]:
             "replicas": replicas,
             "backend_parameters": ["--ctx-size", "512", "--parallel", "1"],
         }
-        admin.post("/v1/models", json=body).raise_for_status()
+        admin.post("/v2/models", json=body).raise_for_status()
         began = time.monotonic()
         reads = failed_reads = running = 0
         states: dict[str, int] = {}
         while time.monotonic() - began < 600:
             reads += 1
             try:
-                response = admin.get("/v1/model-instances", params={"perPage": 1000})
+                response = admin.get("/v2/model-instances", params={"perPage": 1000})
             except httpx.HTTPError:
                 failed_reads += 1
                 continue
@@ -137,8 +137,8 @@ def run_once(tree: Path, replicas: int) -> dict[str, str]:
                 f"{ordered[-1] * 1000:.0f}"
             )
             result[f"{name} /healthz failed"] = f"{probe.failures} of {len(ordered)}"
-        model_id = admin.get("/v1/models").json()["items"][0]["id"]
-        deletion = admin.delete(f"/v1/models/{model_id}")
+        model_id = admin.get("/v2/models").json()["items"][0]["id"]
+        deletion = admin.delete(f"/v2/models/{model_id}")
         result["delete model answer"] = f"{deletion.status_code} {deletion.text[:120]}"
     finally:
         process.send_signal(signal.SIGTERM)

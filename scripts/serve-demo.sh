@@ -60,25 +60,25 @@ if response.status_code != 200 or response.json()["require_password_change"]:
     sys.exit("serve-demo: cannot use the admin account of this data dir; "
              "set ADMIN_PASSWORD to its password or use a fresh DATA_DIR")
 print(f"serve-demo: web login: admin / {password}")
-existing = http.get("/v1/models", params={"name": "smollm2"}).json()["items"]
+existing = http.get("/v2/models", params={"name": "smollm2"}).json()["items"]
 if not existing:
-    http.post("/v1/models", json={"name": "smollm2", "local_path": model_path}).raise_for_status()
+    http.post("/v2/models", json={"name": "smollm2", "local_path": model_path}).raise_for_status()
 for _ in range(600):
-    items = http.get("/v1/model-instances").json()["items"]
+    items = http.get("/v2/model-instances").json()["items"]
     states = [i["state"] for i in items if i["model_name"] == "smollm2"]
     if "running" in states:
         break
     time.sleep(0.5)
 else:
     sys.exit(f"serve-demo: the model did not start: {items}")
-key = http.post("/v1/api-keys", json={"name": f"demo-{int(time.time())}"}).json()["value"]
-client = openai.OpenAI(base_url=f"{url}/v1-openai", api_key=key)
+key = http.post("/v2/api-keys", json={"name": f"demo-{int(time.time())}"}).json()["value"]
+client = openai.OpenAI(base_url=f"{url}/v1", api_key=key)
 reply = client.chat.completions.create(
     model="smollm2", messages=[{"role": "user", "content": "In one sentence, what is a GPU?"}], max_tokens=48
 )
 print(f"\nsmollm2 says: {reply.choices[0].message.content.strip()}\n")
 print(f"GPUStack is serving at {url}. Try:\n"
-      f"  curl {url}/v1-openai/chat/completions -H 'Authorization: Bearer {key}' "
+      f"  curl {url}/v1/chat/completions -H 'Authorization: Bearer {key}' "
       "-H 'Content-Type: application/json' "
       "-d '{\"model\": \"smollm2\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'\n"
       "Press Ctrl+C to stop.")

@@ -65,7 +65,7 @@ async def test_reset_admin_password_through_the_database(
         assert password
         async with httpx.AsyncClient(base_url=url) as client:
             await login(client, "admin", password.group(1))
-            assert (await client.get("/v1/users/me")).json()["require_password_change"] is True
+            assert (await client.get("/v2/users/me")).json()["require_password_change"] is True
     finally:
         stop.set()
         await task

@@ -12,7 +12,7 @@ from starlette.routing import BaseRoute
 
 @dataclass(frozen=True)
 class KnownRoute:
-    template: str  # e.g. /v1/models/{model_id}
+    template: str  # e.g. /v2/models/{model_id}
     regex: re.Pattern[str]
     methods: frozenset[str]
 

@@ -52,7 +52,7 @@ class ServerClient:
 
     async def register(self, registration: WorkerRegistration) -> WorkerRegistered:
         response = await self._http.post(
-            "/v1/workers/register",
+            "/v2/workers/register",
             json=registration.model_dump(mode="json"),
             headers={"Authorization": f"Bearer {self._token}"},
         )
@@ -63,20 +63,20 @@ class ServerClient:
 
     async def report_status(self, worker_id: int, report: WorkerStatusReport) -> None:
         response = await self._http.put(
-            f"/v1/workers/{worker_id}/status", json=report.model_dump(mode="json"), headers=self._auth()
+            f"/v2/workers/{worker_id}/status", json=report.model_dump(mode="json"), headers=self._auth()
         )
         self._check(response)
 
     async def report_instance(self, instance_id: int, update: ModelInstanceStateUpdate) -> None:
         response = await self._http.put(
-            f"/v1/model-instances/{instance_id}/state",
+            f"/v2/model-instances/{instance_id}/state",
             json=update.model_dump(mode="json", exclude_none=True),
             headers=self._auth(),
         )
         self._check(response)
 
     async def get_model(self, model_id: int) -> dict[str, Any]:
-        response = await self._http.get(f"/v1/models/{model_id}", headers=self._auth())
+        response = await self._http.get(f"/v2/models/{model_id}", headers=self._auth())
         self._check(response)
         result: dict[str, Any] = response.json()
         return result
@@ -85,7 +85,7 @@ class ServerClient:
         """Events for this worker's instances: a snapshot first, then changes (see server/api/watch.py)."""
         async with self._http.stream(
             "GET",
-            "/v1/model-instances",
+            "/v2/model-instances",
             params={"worker_id": worker_id, "watch": "true"},
             headers=self._auth(),
             # Keepalives arrive every 15 s; a silent minute means the connection is dead.

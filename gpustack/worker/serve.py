@@ -297,7 +297,7 @@ class ServeManager:
                 engine,
                 ModelInstanceState.ERROR,
                 f"the model's settings cannot start an engine: {exc}. Change them with "
-                f"PUT /v1/models/{instance['model_id']}",
+                f"PUT /v2/models/{instance['model_id']}",
             )
             return
         path = spec["local_path"]

@@ -55,10 +55,10 @@ class Api:
         return response.json()
 
     def instances(self, **params: Any) -> list[dict]:
-        return list(self.get("/v1/model-instances", **params)["items"])
+        return list(self.get("/v2/model-instances", **params)["items"])
 
     def worker(self, name: str) -> dict | None:
-        items = self.get("/v1/workers", name=name)["items"]
+        items = self.get("/v2/workers", name=name)["items"]
         return items[0] if items else None
 
     def running(self, count: int = 1) -> list[dict] | None:
@@ -76,7 +76,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         api = Api(cluster.url)
         wait_until(lambda: (w := api.worker("main")) and w["state"] == "ready", 30, "the embedded worker")
         response = api.http.post(
-            "/v1/models",
+            "/v2/models",
             json={
                 "name": MODEL,
                 "local_path": model,
@@ -95,7 +95,7 @@ def api(cluster: Cluster) -> Api:
 
 @pytest.fixture(scope="module")
 def api_key(api: Api) -> str:
-    response = api.http.post("/v1/api-keys", json={"name": "e2e"})
+    response = api.http.post("/v2/api-keys", json={"name": "e2e"})
     assert response.status_code == 201
     return str(response.json()["value"])
 
@@ -156,7 +156,7 @@ def test_engine_gets_the_models_environment_and_no_gpus_on_a_cpu_placement(api: 
 def test_embeddings_through_the_gateway(cluster: Cluster, api: Api, api_key: str) -> None:
     model = smollm2_path()
     created = api.http.post(
-        "/v1/models",
+        "/v2/models",
         json={
             "name": "smollm2-embed",
             "local_path": model,
@@ -176,7 +176,7 @@ def test_embeddings_through_the_gateway(cluster: Cluster, api: Api, api_key: str
         result = client.embeddings.create(model="smollm2-embed", input=["hello world", "bonjour"])
         assert len(result.data) == 2 and len(result.data[0].embedding) == 576  # SmolLM2-135M's width
     finally:
-        api.http.delete(f"/v1/models/{created.json()['id']}")
+        api.http.delete(f"/v2/models/{created.json()['id']}")
 
 
 def test_worker_api_answers_health_and_log_level_and_guards_its_proxy(cluster: Cluster, api: Api) -> None:
@@ -214,11 +214,11 @@ def test_instance_logs_tail_from_the_worker(cluster: Cluster, api: Api) -> None:
     instance = wait_until(api.running, 180, "the model instance to be running")[0]
     log_file = cluster.root / "server" / "log" / "serve" / f"{instance['id']}.log"
     assert "gpustack starts" in log_file.read_text()
-    response = api.http.get(f"/v1/model-instances/{instance['id']}/logs", params={"tail": 5})
+    response = api.http.get(f"/v2/model-instances/{instance['id']}/logs", params={"tail": 5})
     assert response.status_code == 200
     assert 0 < len(response.text.strip().splitlines()) <= 5
     with api.http.stream(
-        "GET", f"/v1/model-instances/{instance['id']}/logs", params={"tail": 1, "follow": "true"}
+        "GET", f"/v2/model-instances/{instance['id']}/logs", params={"tail": 1, "follow": "true"}
     ) as stream:
         first = next(stream.iter_lines())
         assert first
@@ -229,7 +229,7 @@ def test_a_model_deployed_after_a_deleted_one_gets_a_new_instance_id_and_its_own
 ) -> None:
     def deploy_and_run(name: str) -> tuple[dict, dict]:
         created = api.http.post(
-            "/v1/models",
+            "/v2/models",
             json={"name": name, "local_path": smollm2_path(), "backend_parameters": ["--ctx-size=512"]},
         )
         assert created.status_code == 201, created.text
@@ -245,16 +245,16 @@ def test_a_model_deployed_after_a_deleted_one_gets_a_new_instance_id_and_its_own
     logs = cluster.root / "server" / "log" / "serve"
     model, first = deploy_and_run("reuse-a")
     assert "--alias reuse-a" in (logs / f"{first['id']}.log").read_text()
-    assert api.http.delete(f"/v1/models/{model['id']}").status_code == 204
+    assert api.http.delete(f"/v2/models/{model['id']}").status_code == 204
     model, second = deploy_and_run("reuse-b")
     try:
         assert second["id"] > first["id"]
         log = (logs / f"{second['id']}.log").read_text()
         assert "--alias reuse-b" in log and "reuse-a" not in log
-        shown = api.http.get(f"/v1/model-instances/{second['id']}/logs").text
+        shown = api.http.get(f"/v2/model-instances/{second['id']}/logs").text
         assert "reuse-a" not in shown
     finally:
-        api.http.delete(f"/v1/models/{model['id']}")
+        api.http.delete(f"/v2/models/{model['id']}")
 
 
 def test_second_worker_joins_and_becomes_ready(second_worker: GpustackProcess, api: Api) -> None:
@@ -271,14 +271,14 @@ def test_killed_engine_turns_the_instance_to_error_and_it_comes_back(cluster: Cl
     os.kill(instance["pid"], signal.SIGKILL)
 
     def errored() -> dict | None:
-        current = api.get(f"/v1/model-instances/{instance['id']}")
+        current = api.get(f"/v2/model-instances/{instance['id']}")
         return current if current["state"] == "error" or current["restart_count"] > 0 else None
 
     failed = wait_until(errored, 30, "the instance to report the engine's exit")
     if failed["state"] == "error":
         assert "exited with code" in failed["state_message"]
     back = wait_until(
-        lambda: (i := api.get(f"/v1/model-instances/{instance['id']}"))["state"] == "running" and i,
+        lambda: (i := api.get(f"/v2/model-instances/{instance['id']}"))["state"] == "running" and i,
         120,
         "restart",
     )
@@ -286,8 +286,8 @@ def test_killed_engine_turns_the_instance_to_error_and_it_comes_back(cluster: Cl
 
 
 def _scale(api: Api, replicas: int) -> list[dict]:
-    model = api.get("/v1/models", name=MODEL)["items"][0]
-    assert api.http.put(f"/v1/models/{model['id']}", json={"replicas": replicas}).status_code == 200
+    model = api.get("/v2/models", name=MODEL)["items"][0]
+    assert api.http.put(f"/v2/models/{model['id']}", json={"replicas": replicas}).status_code == 200
     return wait_until(lambda: api.running(replicas), 180, f"{replicas} running instances")
 
 
@@ -304,7 +304,7 @@ def test_an_engine_that_dies_while_the_server_is_down_is_restarted_after_it_retu
     fresh = Api(cluster.url)
 
     def restarted() -> dict | None:
-        current = fresh.get(f"/v1/model-instances/{remote['id']}")
+        current = fresh.get(f"/v2/model-instances/{remote['id']}")
         return current if current["state"] == "running" and current["pid"] != remote["pid"] else None
 
     back = wait_until(restarted, 120, "the worker to report the lost exit again and the instance to restart")
@@ -317,7 +317,7 @@ def test_a_deleted_worker_registers_again_and_runs_what_it_is_given(
 ) -> None:
     old = api.worker("second")
     assert old is not None
-    assert api.http.delete(f"/v1/workers/{old['id']}").status_code == 204
+    assert api.http.delete(f"/v2/workers/{old['id']}").status_code == 204
     new = wait_until(
         lambda: (w := api.worker("second")) and w["id"] != old["id"] and w["state"] == "ready" and w,
         30,
@@ -333,7 +333,7 @@ def test_a_deleted_worker_registers_again_and_runs_what_it_is_given(
 def test_admin_labels_survive_the_worker_restarting(api: Api, second_worker: GpustackProcess) -> None:
     worker = api.worker("second")
     assert worker is not None
-    response = api.http.patch(f"/v1/workers/{worker['id']}", json={"labels": {"rack": "a1"}})
+    response = api.http.patch(f"/v2/workers/{worker['id']}", json={"labels": {"rack": "a1"}})
     assert response.status_code == 200 and response.json()["labels"]["rack"] == "a1"
     assert response.json()["labels"]["os"] == "linux"  # the worker's own labels stay
     second_worker.stop()
@@ -345,8 +345,8 @@ def test_admin_labels_survive_the_worker_restarting(api: Api, second_worker: Gpu
 def test_stopped_worker_goes_not_ready_and_its_instance_is_placed_again(
     cluster: Cluster, api: Api, second_worker: GpustackProcess
 ) -> None:
-    model = api.get("/v1/models", name=MODEL)["items"][0]
-    assert api.http.put(f"/v1/models/{model['id']}", json={"replicas": 2}).status_code == 200
+    model = api.get("/v2/models", name=MODEL)["items"][0]
+    assert api.http.put(f"/v2/models/{model['id']}", json={"replicas": 2}).status_code == 200
     running = wait_until(lambda: api.running(2), 180, "two running instances")
     assert {i["worker_name"] for i in running} == {"main", "second"}  # spread
     moved = next(i for i in running if i["worker_name"] == "second")
@@ -367,7 +367,7 @@ def test_stopped_worker_goes_not_ready_and_its_instance_is_placed_again(
     assert not _alive(moved["pid"])
     again = wait_until(lambda: api.running(2), 180, "both instances running again")
     assert {i["worker_name"] for i in again} == {"main"}
-    assert api.http.put(f"/v1/models/{model['id']}", json={"replicas": 1}).status_code == 200
+    assert api.http.put(f"/v2/models/{model['id']}", json={"replicas": 1}).status_code == 200
     wait_until(lambda: api.running(1), 60, "one replica again")
 
 
@@ -375,13 +375,13 @@ def test_server_crash_and_restart_keep_models_instances_users_and_keys(
     cluster: Cluster, api: Api, api_key: str
 ) -> None:
     engine_pid = wait_until(api.running, 180, "the model instance to be running")[0]["pid"]
-    created = api.http.post("/v1/users", json={"username": "carol", "password": "carol-pass"})
+    created = api.http.post("/v2/users", json={"username": "carol", "password": "carol-pass"})
     assert created.status_code == 201
     before = {
-        "models": [m["name"] for m in api.get("/v1/models")["items"]],
+        "models": [m["name"] for m in api.get("/v2/models")["items"]],
         "instances": [i["name"] for i in api.instances()],
-        "users": [u["username"] for u in api.get("/v1/users")["items"]],
-        "keys": [k["name"] for k in api.get("/v1/api-keys")["items"]],
+        "users": [u["username"] for u in api.get("/v2/users")["items"]],
+        "keys": [k["name"] for k in api.get("/v2/api-keys")["items"]],
     }
     cluster.server.kill()  # SIGKILL: no chance to clean up, as in a crash
     wait_until(lambda: not _alive(engine_pid), 10, "the orphaned engine to exit with its parent")
@@ -389,10 +389,10 @@ def test_server_crash_and_restart_keep_models_instances_users_and_keys(
     cluster.wait_healthy()
     after_api = Api(cluster.url)  # the admin password still works
     after = {
-        "models": [m["name"] for m in after_api.get("/v1/models")["items"]],
+        "models": [m["name"] for m in after_api.get("/v2/models")["items"]],
         "instances": [i["name"] for i in after_api.instances()],
-        "users": [u["username"] for u in after_api.get("/v1/users")["items"]],
-        "keys": [k["name"] for k in after_api.get("/v1/api-keys")["items"]],
+        "users": [u["username"] for u in after_api.get("/v2/users")["items"]],
+        "keys": [k["name"] for k in after_api.get("/v2/api-keys")["items"]],
     }
     assert after == before
     wait_until(after_api.running, 180, "the instance to run again after the restart")

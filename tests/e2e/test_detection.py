@@ -43,7 +43,7 @@ def test_a_busy_npu_makes_the_worker_not_ready_with_npu_smis_words_until_it_is_f
     assert api.post("/auth/login", json={"username": "admin", "password": PASSWORD}).status_code == 200
 
     def worker_state() -> dict | None:
-        items = api.get("/v1/workers", params={"name": "npu-node"}).json()["items"]
+        items = api.get("/v2/workers", params={"name": "npu-node"}).json()["items"]
         return items[0] if items else None
 
     try:

@@ -42,7 +42,7 @@ def test_a_model_too_big_for_any_one_gpu_is_split_across_workers_through_rpc(clu
     assert api.post("/auth/login", json={"username": "admin", "password": PASSWORD}).status_code == 200
 
     def ready_with_rpc(name: str) -> dict | None:
-        items = api.get("/v1/workers", params={"name": name}).json()["items"]
+        items = api.get("/v2/workers", params={"name": name}).json()["items"]
         worker = items[0] if items else None
         return worker if worker and worker["state"] == "ready" and worker["status"]["rpc_servers"] else None
 
@@ -50,13 +50,13 @@ def test_a_model_too_big_for_any_one_gpu_is_split_across_workers_through_rpc(clu
         wait_until(lambda n=name: ready_with_rpc(n), 60, f"{name} with its RPC server")
     try:
         created = api.post(
-            "/v1/models",
+            "/v2/models",
             json={"name": "split", "local_path": smollm2_path(), "backend_parameters": ["--ctx-size=2048"]},
         )
         assert created.status_code == 201, created.text
 
         def running() -> dict | None:
-            items = api.get("/v1/model-instances").json()["items"]
+            items = api.get("/v2/model-instances").json()["items"]
             return items[0] if items and items[0]["state"] == "running" else None
 
         instance = wait_until(running, 180, "the distributed instance to run")
@@ -72,13 +72,13 @@ def test_a_model_too_big_for_any_one_gpu_is_split_across_workers_through_rpc(clu
         for name in ("rpc-a", "rpc-b"):
 
             def lends(n: str = name) -> bool:
-                worker = api.get("/v1/workers", params={"name": n}).json()["items"][0]
+                worker = api.get("/v2/workers", params={"name": n}).json()["items"][0]
                 return bool(worker["status"]["gpu_devices"][0]["memory"]["allocated"] > 0)
 
             wait_until(lends, 30, f"{name} to report the memory it lends")
             assert (cluster.root / name / "log" / "rpc_server" / "gpu-0.log").exists()
 
-        key = api.post("/v1/api-keys", json={"name": "split"}).json()["value"]
+        key = api.post("/v2/api-keys", json={"name": "split"}).json()["value"]
         client = openai.OpenAI(base_url=f"{cluster.url}/v1-openai", api_key=key, max_retries=0)
         reply = client.chat.completions.create(
             model="split", messages=[{"role": "user", "content": "Say hello."}], max_tokens=12

@@ -35,33 +35,34 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/auth/login"): ALL,
     ("POST", "/auth/logout"): ALL,
     ("POST", "/auth/update-password"): ANY_USER,
-    ("GET", "/v1/users/me"): ANY_USER,
-    ("GET", "/v1/users"): ADMINS,
-    ("POST", "/v1/users"): ADMINS,
-    ("GET", "/v1/users/{user_id}"): ADMINS,
-    ("PUT", "/v1/users/{user_id}"): ADMINS,
-    ("DELETE", "/v1/users/{user_id}"): ADMINS,
-    ("GET", "/v1/api-keys"): USERS,
-    ("POST", "/v1/api-keys"): USERS,
-    ("DELETE", "/v1/api-keys/{key_id}"): USERS,
-    ("GET", "/v1/workers"): ADMINS,
-    ("GET", "/v1/workers/{worker_id}"): ADMINS,
-    ("PATCH", "/v1/workers/{worker_id}"): ADMINS,
-    ("DELETE", "/v1/workers/{worker_id}"): ADMINS,
-    ("POST", "/v1/workers/register"): frozenset({TOKEN}),
-    ("PUT", "/v1/workers/{worker_id}/status"): frozenset({WORKER}),
-    ("GET", "/v1/models"): ADMINS,
-    ("POST", "/v1/models"): ADMINS,
-    ("GET", "/v1/models/{model_id}"): ADMINS | {WORKER},
-    ("PUT", "/v1/models/{model_id}"): ADMINS,
-    ("DELETE", "/v1/models/{model_id}"): ADMINS,
-    ("GET", "/v1/model-instances"): ADMINS | {WORKER},
-    ("GET", "/v1/model-instances/{instance_id}"): ADMINS | {WORKER},
-    ("DELETE", "/v1/model-instances/{instance_id}"): ADMINS,
-    ("PUT", "/v1/model-instances/{instance_id}/state"): frozenset({WORKER}),
-    ("GET", "/v1/model-instances/{instance_id}/logs"): ADMINS,
-    ("POST", "/v1/model-evaluations"): ADMINS,
-    ("GET", "/v1-openai/models"): USERS,
+    ("GET", "/v2/users/me"): ANY_USER,
+    ("GET", "/v2/users"): ADMINS,
+    ("POST", "/v2/users"): ADMINS,
+    ("GET", "/v2/users/{user_id}"): ADMINS,
+    ("PUT", "/v2/users/{user_id}"): ADMINS,
+    ("DELETE", "/v2/users/{user_id}"): ADMINS,
+    ("GET", "/v2/api-keys"): USERS,
+    ("POST", "/v2/api-keys"): USERS,
+    ("DELETE", "/v2/api-keys/{key_id}"): USERS,
+    ("GET", "/v2/workers"): ADMINS,
+    ("GET", "/v2/workers/{worker_id}"): ADMINS,
+    ("PATCH", "/v2/workers/{worker_id}"): ADMINS,
+    ("DELETE", "/v2/workers/{worker_id}"): ADMINS,
+    ("POST", "/v2/workers/register"): frozenset({TOKEN}),
+    ("PUT", "/v2/workers/{worker_id}/status"): frozenset({WORKER}),
+    ("GET", "/v2/models"): ADMINS,
+    ("POST", "/v2/models"): ADMINS,
+    ("GET", "/v2/models/{model_id}"): ADMINS | {WORKER},
+    ("PUT", "/v2/models/{model_id}"): ADMINS,
+    ("DELETE", "/v2/models/{model_id}"): ADMINS,
+    ("GET", "/v2/model-instances"): ADMINS | {WORKER},
+    ("GET", "/v2/model-instances/{instance_id}"): ADMINS | {WORKER},
+    ("DELETE", "/v2/model-instances/{instance_id}"): ADMINS,
+    ("PUT", "/v2/model-instances/{instance_id}/state"): frozenset({WORKER}),
+    ("GET", "/v2/model-instances/{instance_id}/logs"): ADMINS,
+    ("POST", "/v2/model-evaluations"): ADMINS,
+    **{("GET", f"{prefix}/{route}"): USERS for prefix in ("/v1-openai", "/v1")
+       for route in ("models", "models/{model_name:path}")},
     **{("POST", f"{prefix}/{route}"): USERS for prefix in ("/v1-openai", "/v1")
        for route in ("chat/completions", "completions", "embeddings")},
 }  # fmt: skip
@@ -91,7 +92,7 @@ async def _credentials(server: RunningServer, admin: httpx.AsyncClient) -> Crede
         registered = await server.register(worker, registration("matrix", 1))
     for username, pending in (("bob", False), ("carol", True)):
         response = await admin.post(
-            "/v1/users",
+            "/v2/users",
             json={
                 "username": username,
                 "password": f"{username}-password",
@@ -101,8 +102,8 @@ async def _credentials(server: RunningServer, admin: httpx.AsyncClient) -> Crede
         assert response.status_code == 201, response.text
     async with server.client() as bob:
         await login(bob, "bob", "bob-password")
-        user_key = (await bob.post("/v1/api-keys", json={"name": "bob"})).json()["value"]
-    admin_key = (await admin.post("/v1/api-keys", json={"name": "admin"})).json()["value"]
+        user_key = (await bob.post("/v2/api-keys", json={"name": "bob"})).json()["value"]
+    admin_key = (await admin.post("/v2/api-keys", json={"name": "admin"})).json()["value"]
     async with server.client() as carol:
         await login(carol, "carol", "carol-password")
         pending_cookie = carol.cookies[security.SESSION_COOKIE]
@@ -141,9 +142,10 @@ async def test_each_credential_reaches_exactly_the_routes_it_may(
         # Deletions aim at ids that do not exist (an allowed caller gets 404), so the matrix keeps its
         # own users, keys and worker; a worker reports for itself.
         target = path.replace("{worker_id}", str(credentials.worker_id) if method != "DELETE" else "999999")
+        target = target.replace("{model_name:path}", "no-such-model")
         for name in ("user_id", "key_id", "model_id", "instance_id"):
             target = target.replace("{" + name + "}", "999999" if method == "DELETE" else "1")
-        params = {"worker_id": credentials.worker_id} if path == "/v1/model-instances" else None
+        params = {"worker_id": credentials.worker_id} if path == "/v2/model-instances" else None
         for kind in sorted(ALL):
             if path == "/auth/logout" and kind != NONE:
                 continue  # it would end the session the rest of the matrix uses
@@ -163,7 +165,7 @@ async def test_each_credential_reaches_exactly_the_routes_it_may(
     assert not wrong, "\n".join(wrong)
 
 
-@pytest.mark.parametrize("path", ["/v1/models", "/v1/users", "/v1/model-evaluations", "/v1/api-keys"])
+@pytest.mark.parametrize("path", ["/v2/models", "/v2/users", "/v2/model-evaluations", "/v2/api-keys"])
 async def test_an_unauthenticated_body_is_refused_whatever_it_holds(server: RunningServer, path: str) -> None:
     async with server.client() as stranger:
         response = await stranger.post(path, json={"name": "x", "username": "x", "password": "x" * 12})

@@ -26,7 +26,7 @@ NESTED = b"[" * 100_000 + b"]" * 100_000
 
 
 async def api_key(admin: httpx.AsyncClient) -> str:
-    response = await admin.post("/v1/api-keys", json={"name": "bodies"})
+    response = await admin.post("/v2/api-keys", json={"name": "bodies"})
     assert response.status_code == 201, response.text
     return str(response.json()["value"])
 
@@ -43,7 +43,7 @@ def assert_openai_error(body: dict) -> None:
 # ---- credentials before bodies
 
 
-@pytest.mark.parametrize("path", ["/v1/models", "/v1/users", "/v1/workers/register", "/v1/model-evaluations"])
+@pytest.mark.parametrize("path", ["/v2/models", "/v2/users", "/v2/workers/register", "/v2/model-evaluations"])
 async def test_unauthenticated_management_request_is_answered_401_without_waiting_for_its_body(
     server: RunningServer, path: str
 ) -> None:
@@ -83,7 +83,7 @@ async def test_oversized_management_body_gets_413_before_it_is_sent(
     response = await send_head_only(
         server.url,
         "POST",
-        "/v1/models",
+        "/v2/models",
         {
             "Authorization": f"Bearer {key}",
             "Content-Type": "application/json",
@@ -105,10 +105,10 @@ async def test_chunked_management_body_over_the_limit_gets_413(
             yield b"x" * MiB
         yield b'"}'
 
-    response = await admin.post("/v1/models", content=chunks(), headers={"Content-Type": "application/json"})
+    response = await admin.post("/v2/models", content=chunks(), headers={"Content-Type": "application/json"})
     assert response.status_code == 413
     assert_management_error(response.json(), 413)
-    assert (await admin.get("/v1/models")).json()["items"] == []
+    assert (await admin.get("/v2/models")).json()["items"] == []
 
 
 @pytest.mark.parametrize("prefix", ["/v1", "/v1-openai"])
@@ -116,7 +116,7 @@ async def test_fifty_megabyte_chat_body_is_refused_before_it_reaches_an_engine(
     server: RunningServer, admin: httpx.AsyncClient, prefix: str
 ) -> None:
     key = await api_key(admin)
-    await admin.post("/v1/models", json={"name": "idle", "local_path": "/nowhere/m.gguf", "replicas": 0})
+    await admin.post("/v2/models", json={"name": "idle", "local_path": "/nowhere/m.gguf", "replicas": 0})
     prompt = "x" * (50 * 1000 * 1000)
     async with server.client(headers={"Authorization": f"Bearer {key}"}) as client:
         response = await client.post(
@@ -160,7 +160,7 @@ def test_gateway_body_limit_flag_refuses_nonsense(value: str) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/v1/chat/completions", "/v1-openai/completions", "/v1/model-evaluations", "/v1/models", "/v1/users"],
+    ["/v1/chat/completions", "/v1-openai/completions", "/v2/model-evaluations", "/v2/models", "/v2/users"],
 )
 async def test_deeply_nested_json_is_a_400_not_a_500(
     server: RunningServer, admin: httpx.AsyncClient, path: str
@@ -261,12 +261,12 @@ def test_unauthenticated_300_megabyte_upload_does_not_grow_server_memory(
 ) -> None:
     process, port = server_process
     for _ in range(3):  # warm up the code paths of an unauthenticated request
-        assert upload(port, "/v1/models", 1000) == 401
+        assert upload(port, "/v2/models", 1000) == 401
     with PeakRss(process.pid) as rss:
         before = rss.process.memory_info().rss
-        status = upload(port, "/v1/models", 300 * 1000 * 1000)
+        status = upload(port, "/v2/models", 300 * 1000 * 1000)
     grown = (rss.peak - before) / MiB
     assert grown < 64, f"the server grew by {grown:.0f} MiB while refusing an unauthenticated upload"
     assert status in (401, None)
     # Still serving, and the credentials check still answers.
-    assert upload(port, "/v1/models", 1000) == 401
+    assert upload(port, "/v2/models", 1000) == 401

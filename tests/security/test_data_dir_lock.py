@@ -25,7 +25,7 @@ def test_a_second_start_on_the_same_data_dir_is_refused_naming_the_first(tmp_pat
     try:
         wait_healthy(first, url)
         with admin_client(url) as admin:
-            wait_until(lambda: admin.get("/v1/workers").json()["items"], 60, "the embedded worker")
+            wait_until(lambda: admin.get("/v2/workers").json()["items"], 60, "the embedded worker")
             # The same data dir, other ports and another worker name: what used to rename the first's worker.
             second = subprocess.run(
                 [
@@ -43,7 +43,7 @@ def test_a_second_start_on_the_same_data_dir_is_refused_naming_the_first(tmp_pat
             assert f"pid {first.pid} (" in lines[0] and "gpustack start --data-dir" in lines[0]
             assert "--bootstrap-password ***" in lines[0]  # its secrets are not repeated
             assert "stop that process first, or give this one another --data-dir" in lines[0]
-            workers = admin.get("/v1/workers").json()["items"]
+            workers = admin.get("/v2/workers").json()["items"]
             assert [w["name"] for w in workers] == ["first"]
             assert first.process is not None and first.process.poll() is None
     except BaseException:

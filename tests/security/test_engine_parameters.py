@@ -46,22 +46,22 @@ def model_body(name: str, **fields: Any) -> dict[str, Any]:
 
 async def test_host_and_port_parameters_are_refused_with_the_reason(admin: httpx.AsyncClient) -> None:
     for parameters in PUBLISHING + CLASHING:
-        response = await admin.post("/v1/models", json=model_body("m", backend_parameters=parameters))
+        response = await admin.post("/v2/models", json=model_body("m", backend_parameters=parameters))
         assert response.status_code == 400, parameters
         message = response.json()["message"]
         flag = "--host" if parameters in PUBLISHING else "--port"
         assert f"the worker sets {flag} itself" in message and "remove it" in message, (parameters, message)
-    assert (await admin.get("/v1/models")).json()["items"] == []
+    assert (await admin.get("/v2/models")).json()["items"] == []
 
 
 async def test_an_update_cannot_add_host_or_port(admin: httpx.AsyncClient) -> None:
-    created = await admin.post("/v1/models", json=model_body("m", backend_parameters=["--ctx-size=2048"]))
+    created = await admin.post("/v2/models", json=model_body("m", backend_parameters=["--ctx-size=2048"]))
     assert created.status_code == 201, created.text
     response = await admin.put(
-        f"/v1/models/{created.json()['id']}", json={"backend_parameters": ["--host=x"]}
+        f"/v2/models/{created.json()['id']}", json={"backend_parameters": ["--host=x"]}
     )
     assert response.status_code == 400 and "the worker sets --host itself" in response.json()["message"]
-    stored = (await admin.get(f"/v1/models/{created.json()['id']}")).json()
+    stored = (await admin.get(f"/v2/models/{created.json()['id']}")).json()
     assert stored["backend_parameters"] == ["--ctx-size=2048"]
 
 
@@ -78,13 +78,13 @@ async def test_parameters_and_variables_too_big_to_exec_are_refused(admin: httpx
         ({"env": {"N" * 300: "v"}}, "is invalid: use up to 256 letters"),
     ]
     for fields, expected in cases:
-        response = await admin.post("/v1/models", json=model_body("m", **fields))
+        response = await admin.post("/v2/models", json=model_body("m", **fields))
         assert response.status_code == 400, expected
         message = response.json()["message"]
         assert expected in message, (expected, message[:300])
         assert len(message) < 1000  # the refused value is quoted, not echoed
     fine = {"backend_parameters": ["--ctx-size=2048", "--chat-template", "t" * 8000], "env": {"A": "b"}}
-    assert (await admin.post("/v1/models", json=model_body("ok", **fine))).status_code == 201
+    assert (await admin.post("/v2/models", json=model_body("ok", **fine))).status_code == 201
 
 
 def test_flags_that_merely_resemble_host_or_port_are_allowed() -> None:
@@ -154,7 +154,7 @@ async def test_the_worker_refuses_stored_settings_it_cannot_run_safely(
         await manager.shutdown()
     error = next(r for r in client.reports if r.state == ModelInstanceState.ERROR)
     assert "the model's settings cannot start an engine" in error.state_message
-    assert expected in error.state_message and "PUT /v1/models/3" in error.state_message
+    assert expected in error.state_message and "PUT /v2/models/3" in error.state_message
     assert error.pid is None and not any(r.state == ModelInstanceState.STARTING for r in client.reports)
 
 
@@ -168,7 +168,7 @@ async def test_an_instance_whose_stored_settings_cannot_run_is_not_restarted(
 ) -> None:
     async with server.worker_client() as worker:
         registered = await server.register(worker, registration("w", 1))
-    created = await admin.post("/v1/models", json=model_body("stored", replicas=1))
+    created = await admin.post("/v2/models", json=model_body("stored", replicas=1))
     model_id = created.json()["id"]
 
     async def instance_of_model() -> ModelInstanceRow | None:
@@ -194,10 +194,10 @@ async def test_an_instance_whose_stored_settings_cannot_run_is_not_restarted(
         await session.commit()
 
     async def refused() -> dict | None:
-        items = (await admin.get("/v1/model-instances", params={"model_id": model_id})).json()["items"]
+        items = (await admin.get("/v2/model-instances", params={"model_id": model_id})).json()["items"]
         return items[0] if items and items[0]["state_message"].startswith("not restarted") else None
 
     instance = await wait_for(refused)
     assert instance["state"] == "error" and instance["restart_count"] == 0
     assert "the worker sets --host itself" in instance["state_message"]
-    assert f"PUT /v1/models/{model_id}" in instance["state_message"]
+    assert f"PUT /v2/models/{model_id}" in instance["state_message"]

@@ -27,8 +27,8 @@ async def test_no_request_the_spec_allows_or_forbids_gives_a_server_error(
     st = shutil.which("schemathesis", path=os.path.dirname(sys.executable)) or shutil.which("schemathesis")
     require_or_skip(st is not None, "schemathesis (pip install -e '.[test]')")
     assert st is not None
-    created = (await admin.post("/v1/api-keys", json={"name": "fuzz"})).json()
-    me = (await admin.get("/v1/users/me")).json()
+    created = (await admin.post("/v2/api-keys", json={"name": "fuzz"})).json()
+    me = (await admin.get("/v2/users/me")).json()
     seconds = os.environ.get("GPUSTACK_FUZZ_SECONDS", "150")
     env = {
         **os.environ,

@@ -83,12 +83,12 @@ async def test_a_new_models_instance_never_gets_a_deleted_instances_id(
     seen: set[int] = set()
     for round_ in range(3):
         name = f"m{round_}"
-        created = await admin.post("/v1/models", json={"name": name, "local_path": "/models/m.gguf"})
+        created = await admin.post("/v2/models", json={"name": name, "local_path": "/models/m.gguf"})
         assert created.status_code == 201, created.text
         [instance] = await wait_for(lambda name=name: _instances_of(admin, name))
         assert instance["id"] not in seen
         seen.add(instance["id"])
-        assert (await admin.delete(f"/v1/models/{created.json()['id']}")).status_code == 204
+        assert (await admin.delete(f"/v2/models/{created.json()['id']}")).status_code == 204
 
 
 async def _instances_of(admin: httpx.AsyncClient, model_name: str) -> list[dict]:

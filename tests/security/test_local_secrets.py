@@ -28,7 +28,7 @@ def test_data_dir_database_journal_and_secrets_are_private(tmp_path: Path) -> No
     data = tmp_path / "data"
     with running_server(data) as (_process, url):
         with admin_client(url) as admin:  # a login writes a session: the WAL is in use
-            assert admin.get("/v1/users/me").status_code == 200
+            assert admin.get("/v2/users/me").status_code == 200
         assert mode(data) == 0o700
         assert mode(data / "log") == 0o700
         private = {
@@ -137,7 +137,7 @@ def test_a_worker_joins_with_a_token_file_and_no_token_on_its_command_line(tmp_p
 
                 def registered() -> bool:
                     assert worker.process is not None and worker.process.poll() is None, worker.log_tail()
-                    return bool(admin.get("/v1/workers", params={"name": "filed"}).json()["items"])
+                    return bool(admin.get("/v2/workers", params={"name": "filed"}).json()["items"])
 
                 wait_until(registered, 90, "the worker to register with its token file")
             command = " ".join(psutil.Process(worker.pid).cmdline())

@@ -15,19 +15,19 @@ from tests.server.conftest import RunningServer
 HUGE = [2**31, 2**63, 2**64, 10**30]
 
 ADMIN_ID_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
-    ("GET", "/v1/models/{}", None),
-    ("PUT", "/v1/models/{}", {"description": "x"}),
-    ("DELETE", "/v1/models/{}", None),
-    ("GET", "/v1/workers/{}", None),
-    ("PATCH", "/v1/workers/{}", {"labels": {"a": "b"}}),
-    ("DELETE", "/v1/workers/{}", None),
-    ("GET", "/v1/users/{}", None),
-    ("PUT", "/v1/users/{}", {"full_name": "x"}),
-    ("DELETE", "/v1/users/{}", None),
-    ("GET", "/v1/model-instances/{}", None),
-    ("DELETE", "/v1/model-instances/{}", None),
-    ("GET", "/v1/model-instances/{}/logs", None),
-    ("DELETE", "/v1/api-keys/{}", None),
+    ("GET", "/v2/models/{}", None),
+    ("PUT", "/v2/models/{}", {"description": "x"}),
+    ("DELETE", "/v2/models/{}", None),
+    ("GET", "/v2/workers/{}", None),
+    ("PATCH", "/v2/workers/{}", {"labels": {"a": "b"}}),
+    ("DELETE", "/v2/workers/{}", None),
+    ("GET", "/v2/users/{}", None),
+    ("PUT", "/v2/users/{}", {"full_name": "x"}),
+    ("DELETE", "/v2/users/{}", None),
+    ("GET", "/v2/model-instances/{}", None),
+    ("DELETE", "/v2/model-instances/{}", None),
+    ("GET", "/v2/model-instances/{}/logs", None),
+    ("DELETE", "/v2/api-keys/{}", None),
 ]
 
 
@@ -50,8 +50,8 @@ async def test_ids_no_database_can_hold_are_not_found(admin: httpx.AsyncClient, 
 async def test_worker_routes_with_huge_ids_do_not_fail(server: RunningServer, number: int) -> None:
     async with server.worker_client() as worker:
         for path, body in (
-            (f"/v1/workers/{number}/status", {"status": {}}),
-            (f"/v1/model-instances/{number}/state", {"worker_id": 1, "state": "running"}),
+            (f"/v2/workers/{number}/status", {"status": {}}),
+            (f"/v2/model-instances/{number}/state", {"worker_id": 1, "state": "running"}),
         ):
             response = await worker.put(path, json=body)
             assert response.status_code in (401, 403, 404), (path, response.text)
@@ -69,7 +69,7 @@ async def test_worker_routes_with_huge_ids_do_not_fail(server: RunningServer, nu
     ],
 )
 @pytest.mark.parametrize(
-    "path", ["/v1/models", "/v1/workers", "/v1/users", "/v1/api-keys", "/v1/model-instances"]
+    "path", ["/v2/models", "/v2/workers", "/v2/users", "/v2/api-keys", "/v2/model-instances"]
 )
 async def test_pages_out_of_range_are_a_400_that_names_the_parameter(
     admin: httpx.AsyncClient, path: str, query: dict[str, int]
@@ -85,20 +85,20 @@ async def test_instance_filters_out_of_range_are_a_400(
     admin: httpx.AsyncClient, name: str, number: int
 ) -> None:
     for watch in ("false", "true"):
-        response = await admin.get("/v1/model-instances", params={name: number, "watch": watch})
+        response = await admin.get("/v2/model-instances", params={name: number, "watch": watch})
         message = assert_error_shape(response, 400)["message"]
         assert name in message
 
 
 @pytest.mark.parametrize("value", [True, False, 5.0, "5", 0, -1, 10**30])
 async def test_api_key_expiry_must_be_a_whole_positive_number(admin: httpx.AsyncClient, value: Any) -> None:
-    response = await admin.post("/v1/api-keys", json={"name": "k", "expires_in": value})
+    response = await admin.post("/v2/api-keys", json={"name": "k", "expires_in": value})
     assert "expires_in" in assert_error_shape(response, 400)["message"]
-    assert (await admin.get("/v1/api-keys")).json()["items"] == []
+    assert (await admin.get("/v2/api-keys")).json()["items"] == []
 
 
 async def test_api_key_expiry_in_seconds_still_works(admin: httpx.AsyncClient) -> None:
-    response = await admin.post("/v1/api-keys", json={"name": "k", "expires_in": 3600})
+    response = await admin.post("/v2/api-keys", json={"name": "k", "expires_in": 3600})
     assert response.status_code == 201 and response.json()["expires_at"]
 
 
@@ -119,7 +119,7 @@ async def test_openapi_documents_400_with_the_error_model_and_no_422(server: Run
                 continue
             checked += 1
             error = responses["400"]["content"]["application/json"]["schema"]["$ref"]
-            expected = "OpenAIErrorResponse" if path.startswith("/v1-openai/") else "ErrorResponse"
+            expected = "OpenAIErrorResponse" if path.startswith(("/v1/", "/v1-openai/")) else "ErrorResponse"
             assert error == f"#/components/schemas/{expected}", (method, path)
             if "{" in path:
                 assert "404" in responses, (method, path)
@@ -131,8 +131,8 @@ async def test_openapi_documents_400_with_the_error_model_and_no_422(server: Run
 @pytest.mark.parametrize(
     ("path", "allowed"),
     [
-        ("/v1/models", {"GET", "POST"}),
-        ("/v1/models/1", {"GET", "PUT", "DELETE"}),
+        ("/v2/models", {"GET", "POST"}),
+        ("/v2/models/1", {"GET", "PUT", "DELETE"}),
         ("/healthz", {"GET"}),
         ("/v1/chat/completions", {"POST"}),
     ],
@@ -163,10 +163,10 @@ async def test_a_number_in_a_body_too_large_for_the_database_is_a_400(
 
     async with server.worker_client() as worker:
         registered = await server.register(worker, registration("big-pid", 1))
-        await admin.post("/v1/models", json={"name": "smol", "local_path": smollm2})
+        await admin.post("/v2/models", json={"name": "smol", "local_path": smollm2})
         [instance] = await wait_for(scheduled)
         response = await worker.put(
-            f"/v1/model-instances/{instance['id']}/state",
+            f"/v2/model-instances/{instance['id']}/state",
             json={"worker_id": registered["id"], "state": "starting", "pid": pid},
         )
     if pid < 2**63 and server.config.database_url.startswith("sqlite"):

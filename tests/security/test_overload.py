@@ -42,7 +42,7 @@ def hold_write_lock(path: Path) -> sqlite3.Connection:
 
 async def create_model(admin: httpx.AsyncClient, name: str, replicas: int = 0) -> dict[str, Any]:
     body = {"name": name, "local_path": "/nowhere/model.gguf", "replicas": replicas}
-    response = await admin.post("/v1/models", json=body)
+    response = await admin.post("/v2/models", json=body)
     assert response.status_code == 201, response.text
     return dict(response.json())
 
@@ -56,11 +56,11 @@ async def test_a_write_during_a_long_lock_is_retried_not_a_500(
     holder = hold_write_lock(path)
     asyncio.get_running_loop().call_later(0.4, holder.rollback)
     try:
-        response = await admin.put(f"/v1/models/{model['id']}", json={"description": "after the lock"})
+        response = await admin.put(f"/v2/models/{model['id']}", json={"description": "after the lock"})
     finally:
         holder.close()
     assert response.status_code == 200, response.text
-    assert (await admin.get(f"/v1/models/{model['id']}")).json()["description"] == "after the lock"
+    assert (await admin.get(f"/v2/models/{model['id']}")).json()["description"] == "after the lock"
 
 
 async def test_a_lock_that_outlasts_every_retry_is_a_503_that_says_so(
@@ -71,7 +71,7 @@ async def test_a_lock_that_outlasts_every_retry_is_a_503_that_says_so(
     await short_busy_timeout(server)
     holder = hold_write_lock(path)
     try:
-        response = await admin.put(f"/v1/models/{model['id']}", json={"description": "never"})
+        response = await admin.put(f"/v2/models/{model['id']}", json={"description": "never"})
     finally:
         holder.close()
     assert response.status_code == 503, response.text
@@ -102,12 +102,12 @@ async def test_deleting_a_model_whose_instances_change_meanwhile_succeeds_at_onc
 
     event.listen(Session, "before_flush", report_meanwhile)
     try:
-        response = await admin.delete(f"/v1/models/{model['id']}")
+        response = await admin.delete(f"/v2/models/{model['id']}")
     finally:
         event.remove(Session, "before_flush", report_meanwhile)
     assert changed == 1
     assert response.status_code == 204, response.text  # not a 409 to be retried by hand
-    assert (await admin.get(f"/v1/models/{model['id']}")).status_code == 404
+    assert (await admin.get(f"/v2/models/{model['id']}")).status_code == 404
     assert await instances(admin, model_id=model["id"]) == []
 
 
@@ -122,11 +122,11 @@ async def test_a_route_without_retries_answers_a_busy_database_with_a_503_not_a_
     await short_busy_timeout(server)
     holder = hold_write_lock(path)
     try:
-        response = await admin.post("/v1/api-keys", json={"name": "during-a-lock"})
+        response = await admin.post("/v2/api-keys", json={"name": "during-a-lock"})
     finally:
         holder.close()
     assert response.status_code == 503, response.text
     assert response.json()["message"] == (
         "the database is busy (database is locked); try again in a few seconds"
     )
-    assert (await admin.post("/v1/api-keys", json={"name": "after-the-lock"})).status_code == 201
+    assert (await admin.post("/v2/api-keys", json={"name": "after-the-lock"})).status_code == 201

@@ -29,7 +29,7 @@ async def test_logout_ends_the_session_for_every_copy_of_the_cookie(server: Runn
         stolen = _session_cookie(browser)
         assert (await browser.post("/auth/logout")).status_code == 204
     async with server.client(cookies={security.SESSION_COOKIE: stolen}) as thief:
-        response = await thief.get("/v1/models")
+        response = await thief.get("/v2/models")
     assert response.status_code == 401 and "log in again" in response.json()["message"]
 
 
@@ -45,37 +45,37 @@ async def test_a_session_token_is_stored_only_as_a_hash(server: RunningServer) -
 
 
 async def test_deleting_a_user_ends_their_sessions(server: RunningServer, admin: httpx.AsyncClient) -> None:
-    created = await admin.post("/v1/users", json={"username": "bob", "password": "bob-pass-1"})
+    created = await admin.post("/v2/users", json={"username": "bob", "password": "bob-pass-1"})
     assert created.status_code == 201
     async with server.client() as bob:
         await login(bob, "bob", "bob-pass-1")
-        assert (await bob.get("/v1/users/me")).status_code == 200
-        assert (await admin.delete(f"/v1/users/{created.json()['id']}")).status_code == 204
-        assert (await bob.get("/v1/users/me")).status_code == 401
+        assert (await bob.get("/v2/users/me")).status_code == 200
+        assert (await admin.delete(f"/v2/users/{created.json()['id']}")).status_code == 204
+        assert (await bob.get("/v2/users/me")).status_code == 401
 
 
 async def test_an_admin_setting_a_users_password_ends_that_users_sessions(
     server: RunningServer, admin: httpx.AsyncClient
 ) -> None:
-    created = (await admin.post("/v1/users", json={"username": "carol", "password": "carol-pass"})).json()
+    created = (await admin.post("/v2/users", json={"username": "carol", "password": "carol-pass"})).json()
     async with server.client() as carol:
         await login(carol, "carol", "carol-pass")
-        await admin.put(f"/v1/users/{created['id']}", json={"password": "carol-new-pass"})
-        assert (await carol.get("/v1/users/me")).status_code == 401
+        await admin.put(f"/v2/users/{created['id']}", json={"password": "carol-new-pass"})
+        assert (await carol.get("/v2/users/me")).status_code == 401
 
 
 async def test_a_password_change_due_blocks_the_browser_but_not_the_users_api_keys(
     server: RunningServer, admin: httpx.AsyncClient
 ) -> None:
-    key = (await admin.post("/v1/api-keys", json={"name": "ci"})).json()["value"]
-    me = (await admin.get("/v1/users/me")).json()
+    key = (await admin.post("/v2/api-keys", json={"name": "ci"})).json()["value"]
+    me = (await admin.get("/v2/users/me")).json()
     async with server.client(headers={"Authorization": f"Bearer {key}"}) as program:
-        assert (await program.get("/v1/models")).status_code == 200  # now cached as verified
+        assert (await program.get("/v2/models")).status_code == 200  # now cached as verified
         assert (
-            await admin.put(f"/v1/users/{me['id']}", json={"require_password_change": True})
+            await admin.put(f"/v2/users/{me['id']}", json={"require_password_change": True})
         ).status_code == 200
-        assert (await program.get("/v1/models")).status_code == 200
-    blocked = await admin.get("/v1/models")
+        assert (await program.get("/v2/models")).status_code == 200
+    blocked = await admin.get("/v2/models")
     assert blocked.status_code == 403 and "change your password" in blocked.json()["message"]
 
 

@@ -147,7 +147,7 @@ def test_a_full_disk_answers_507_says_what_to_do_and_readyz_follows(small_disk: 
         filler = fill(small_disk)
         statuses = []
         for attempt in range(50):
-            response = admin.post("/v1/api-keys", json={"name": f"full-{attempt}"})
+            response = admin.post("/v2/api-keys", json={"name": f"full-{attempt}"})
             statuses.append(response.status_code)
             if response.status_code == 507:
                 break
@@ -165,7 +165,7 @@ def test_a_full_disk_answers_507_says_what_to_do_and_readyz_follows(small_disk: 
         wait_until(readyz_says_full, 30, "/readyz to report the full disk")
         filler.unlink()
         wait_until(lambda: admin.get("/readyz").status_code == 200, 30, "/readyz after space was freed")
-        assert admin.post("/v1/api-keys", json={"name": "after"}).status_code == 201
+        assert admin.post("/v2/api-keys", json={"name": "after"}).status_code == 201
         assert process.process is not None and process.process.poll() is None
 
 
@@ -206,7 +206,7 @@ async def test_a_full_database_answers_507_in_the_error_shape(
     await server.ctx.engine.dispose()
     statuses = []
     for attempt in range(300):  # SQLite fills the free room in its last pages before it needs another
-        response = await admin.post("/v1/api-keys", json={"name": f"k{attempt}", "description": "x" * 200})
+        response = await admin.post("/v2/api-keys", json={"name": f"k{attempt}", "description": "x" * 200})
         statuses.append(response.status_code)
         if response.status_code != 201:
             break

@@ -34,7 +34,7 @@ class RunningServer:
     async def register(self, client: httpx.AsyncClient, body: dict) -> dict:
         """Register a worker with the cluster token; `client` then uses the credential it got back."""
         response = await client.post(
-            "/v1/workers/register", json=body, headers={"Authorization": f"Bearer {self.ctx.cluster_token}"}
+            "/v2/workers/register", json=body, headers={"Authorization": f"Bearer {self.ctx.cluster_token}"}
         )
         assert response.status_code == 200, response.text
         registered: dict = response.json()

@@ -49,9 +49,9 @@ async def test_requests_are_logged_failures_at_info_and_the_rest_once_debug_is_o
 ) -> None:
     async with server.client() as client:
         assert (await client.get("/healthz")).status_code == 200
-        assert (await client.get("/v1/models")).status_code == 401
+        assert (await client.get("/v2/models")).status_code == 401
         logged = lines(records, "gpustack.server.requests")
-        assert len(logged) == 1 and '"GET /v1/models" 401' in logged[0] and logged[0].endswith(" ms")
+        assert len(logged) == 1 and '"GET /v2/models" 401' in logged[0] and logged[0].endswith(" ms")
         assert (await client.put("/debug/log_level", content="debug")).status_code == 200  # the FAQ's way
         assert (await client.get("/healthz")).status_code == 200
     debug = lines(records, "gpustack.server.requests", logging.DEBUG)
@@ -63,15 +63,15 @@ async def test_debug_log_shows_scheduling_rounds_and_worker_reports(
 ) -> None:
     set_level("debug")
     async with server.worker_client() as worker:
-        response = await worker.post("/v1/workers/register", json=registration("w", 1))
+        response = await worker.post("/v2/workers/register", json=registration("w", 1))
         worker_id = response.json()["id"]
         if "credential" in response.json():
             worker.headers["Authorization"] = f"Bearer {response.json()['credential']}"
         status = await worker.put(
-            f"/v1/workers/{worker_id}/status", json={"status": registration("w", 1)["status"]}
+            f"/v2/workers/{worker_id}/status", json={"status": registration("w", 1)["status"]}
         )
         assert status.status_code == 204, status.text
-    await admin.post("/v1/models", json={"name": "ghost", "local_path": "/nowhere/ghost.gguf"})
+    await admin.post("/v2/models", json={"name": "ghost", "local_path": "/nowhere/ghost.gguf"})
 
     async def explained() -> bool:
         scheduler = lines(records, "gpustack.server.controllers.scheduler", logging.DEBUG)
@@ -108,9 +108,9 @@ async def test_debug_log_names_the_instance_the_gateway_chose(
     server: RunningServer, admin: httpx.AsyncClient, records: list[logging.LogRecord], worker_stand_in: int
 ) -> None:
     async with server.worker_client() as worker:
-        response = await worker.post("/v1/workers/register", json=registration("w", worker_stand_in))
+        response = await worker.post("/v2/workers/register", json=registration("w", worker_stand_in))
         worker_id = response.json()["id"]
-    model = (await admin.post("/v1/models", json={"name": "m", "local_path": "/nowhere/m.gguf"})).json()
+    model = (await admin.post("/v2/models", json={"name": "m", "local_path": "/nowhere/m.gguf"})).json()
 
     async def instance() -> ModelInstanceRow | None:
         async with server.ctx.session() as session:

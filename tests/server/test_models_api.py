@@ -22,7 +22,7 @@ async def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1) -> A
 
 
 async def instances(client: httpx.AsyncClient, **params: Any) -> list[dict]:
-    response = await client.get("/v1/model-instances", params=params)
+    response = await client.get("/v2/model-instances", params=params)
     assert response.status_code == 200, response.text
     return list(response.json()["items"])
 
@@ -39,31 +39,31 @@ async def test_bad_model_input_gets_a_400_that_says_what_to_fix(admin: httpx.Asy
         ({"name": "m", "local_path": "/m.gguf", "colour": "red"}, "colour: Extra inputs are not permitted"),
     ]
     for body, expected in cases:
-        response = await admin.post("/v1/models", json=body)
+        response = await admin.post("/v2/models", json=body)
         assert response.status_code == 400, body
         assert expected in response.json()["message"], (body, response.json())
-    not_json = await admin.post("/v1/models", content=b"{", headers={"content-type": "application/json"})
+    not_json = await admin.post("/v2/models", content=b"{", headers={"content-type": "application/json"})
     assert not_json.status_code == 400 and "not valid JSON" in not_json.json()["message"]
-    assert (await admin.get("/v1/models")).json()["items"] == []
+    assert (await admin.get("/v2/models")).json()["items"] == []
 
 
 async def test_duplicate_model_name_is_a_conflict(admin: httpx.AsyncClient) -> None:
     body = {"name": "dup", "local_path": "/nowhere/m.gguf", "replicas": 0}
-    assert (await admin.post("/v1/models", json=body)).status_code == 201
-    response = await admin.post("/v1/models", json=body)
+    assert (await admin.post("/v2/models", json=body)).status_code == 201
+    response = await admin.post("/v2/models", json=body)
     assert response.status_code == 409 and "already exists" in response.json()["message"]
 
 
 async def test_replicas_create_and_remove_instances(admin: httpx.AsyncClient) -> None:
     model = (
-        await admin.post("/v1/models", json={"name": "r", "local_path": "/nowhere/m.gguf", "replicas": 3})
+        await admin.post("/v2/models", json={"name": "r", "local_path": "/nowhere/m.gguf", "replicas": 3})
     ).json()
     await wait_for(lambda: _count(admin, model["id"], 3))
-    await admin.put(f"/v1/models/{model['id']}", json={"replicas": 1})
+    await admin.put(f"/v2/models/{model['id']}", json={"replicas": 1})
     await wait_for(lambda: _count(admin, model["id"], 1))
-    await admin.delete(f"/v1/models/{model['id']}")
+    await admin.delete(f"/v2/models/{model['id']}")
     await wait_for(lambda: _count(admin, None, 0))
-    assert (await admin.get(f"/v1/models/{model['id']}")).status_code == 404
+    assert (await admin.get(f"/v2/models/{model['id']}")).status_code == 404
 
 
 async def _count(client: httpx.AsyncClient, model_id: int | None, expected: int) -> bool:
@@ -72,7 +72,7 @@ async def _count(client: httpx.AsyncClient, model_id: int | None, expected: int)
 
 
 async def test_an_unreadable_model_file_stays_pending_with_the_reason(admin: httpx.AsyncClient) -> None:
-    await admin.post("/v1/models", json={"name": "ghost", "local_path": "/nowhere/ghost.gguf"})
+    await admin.post("/v2/models", json={"name": "ghost", "local_path": "/nowhere/ghost.gguf"})
 
     async def pending_with_reason() -> dict | None:
         items = await instances(admin)
@@ -85,7 +85,7 @@ async def test_an_unreadable_model_file_stays_pending_with_the_reason(admin: htt
 
 
 async def test_a_model_with_no_workers_is_pending_and_says_so(admin: httpx.AsyncClient, smollm2: str) -> None:
-    await admin.post("/v1/models", json={"name": "smol", "local_path": smollm2})
+    await admin.post("/v2/models", json={"name": "smol", "local_path": smollm2})
 
     async def pending_with_reason() -> dict | None:
         items = await instances(admin)
@@ -99,7 +99,7 @@ async def test_bad_backend_parameters_keep_the_instance_pending_with_the_flag_na
     admin: httpx.AsyncClient, smollm2: str
 ) -> None:
     await admin.post(
-        "/v1/models", json={"name": "smol", "local_path": smollm2, "backend_parameters": ["--ctx-size=lots"]}
+        "/v2/models", json={"name": "smol", "local_path": smollm2, "backend_parameters": ["--ctx-size=lots"]}
     )
 
     async def pending_with_reason() -> dict | None:
@@ -112,41 +112,41 @@ async def test_bad_backend_parameters_keep_the_instance_pending_with_the_flag_na
 
 async def test_update_validates_the_merged_model(admin: httpx.AsyncClient) -> None:
     model = (
-        await admin.post("/v1/models", json={"name": "u", "local_path": "/x/m.gguf", "replicas": 0})
+        await admin.post("/v2/models", json={"name": "u", "local_path": "/x/m.gguf", "replicas": 0})
     ).json()
-    response = await admin.put(f"/v1/models/{model['id']}", json={"local_path": "/x/m.bin"})
+    response = await admin.put(f"/v2/models/{model['id']}", json={"local_path": "/x/m.bin"})
     assert response.status_code == 400 and ".gguf" in response.json()["message"]
-    response = await admin.put(f"/v1/models/{model['id']}", json={"name": "renamed"})
+    response = await admin.put(f"/v2/models/{model['id']}", json={"name": "renamed"})
     assert response.status_code == 400 and "name: Extra inputs" in response.json()["message"]
-    ok = await admin.put(f"/v1/models/{model['id']}", json={"backend_parameters": ["--ctx-size=2048"]})
+    ok = await admin.put(f"/v2/models/{model['id']}", json={"backend_parameters": ["--ctx-size=2048"]})
     assert ok.status_code == 200 and ok.json()["backend_parameters"] == ["--ctx-size=2048"]
 
 
 async def test_filters_and_pagination(admin: httpx.AsyncClient) -> None:
     for name in ("alpha", "beta", "gamma"):
-        await admin.post("/v1/models", json={"name": name, "local_path": "/x/m.gguf", "replicas": 0})
-    assert [m["name"] for m in (await admin.get("/v1/models", params={"search": "amm"})).json()["items"]] == [
+        await admin.post("/v2/models", json={"name": name, "local_path": "/x/m.gguf", "replicas": 0})
+    assert [m["name"] for m in (await admin.get("/v2/models", params={"search": "amm"})).json()["items"]] == [
         "gamma"
     ]
-    page = (await admin.get("/v1/models", params={"perPage": 2, "page": 2})).json()
+    page = (await admin.get("/v2/models", params={"perPage": 2, "page": 2})).json()
     assert [m["name"] for m in page["items"]] == ["gamma"]
     assert page["pagination"]["total"] == 3 and page["pagination"]["totalPage"] == 2
-    bad = await admin.get("/v1/models", params={"perPage": 0})
+    bad = await admin.get("/v2/models", params={"perPage": 0})
     assert bad.status_code == 400 and "perPage" in bad.json()["message"]
 
 
 async def test_instance_logs_need_a_placed_instance(admin: httpx.AsyncClient, server: RunningServer) -> None:
-    await admin.post("/v1/models", json={"name": "ghost", "local_path": "/nowhere/ghost.gguf"})
+    await admin.post("/v2/models", json={"name": "ghost", "local_path": "/nowhere/ghost.gguf"})
     items = await wait_for(lambda: instances(admin))
-    response = await admin.get(f"/v1/model-instances/{items[0]['id']}/logs", params={"tail": 10})
+    response = await admin.get(f"/v2/model-instances/{items[0]['id']}/logs", params={"tail": 10})
     assert response.status_code == 400 and "not placed on a worker" in response.json()["message"]
-    assert (await admin.get("/v1/model-instances/999/logs")).status_code == 404
+    assert (await admin.get("/v2/model-instances/999/logs")).status_code == 404
 
 
 async def test_the_longest_model_name_still_gets_its_instances(admin: httpx.AsyncClient) -> None:
-    too_long = await admin.post("/v1/models", json={"name": "m" * 201, "local_path": "/x/m.gguf"})
+    too_long = await admin.post("/v2/models", json={"name": "m" * 201, "local_path": "/x/m.gguf"})
     assert too_long.status_code == 400 and "1-200 characters" in too_long.json()["message"]
-    longest = (await admin.post("/v1/models", json={"name": "m" * 200, "local_path": "/x/m.gguf"})).json()
+    longest = (await admin.post("/v2/models", json={"name": "m" * 200, "local_path": "/x/m.gguf"})).json()
     await wait_for(lambda: _count(admin, longest["id"], 1))
-    other = (await admin.post("/v1/models", json={"name": "other", "local_path": "/x/m.gguf"})).json()
+    other = (await admin.post("/v2/models", json={"name": "other", "local_path": "/x/m.gguf"})).json()
     await wait_for(lambda: _count(admin, other["id"], 1))

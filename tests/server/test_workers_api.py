@@ -32,14 +32,14 @@ def registration(
 
 
 async def worker_state(admin: httpx.AsyncClient, worker_id: int) -> dict:
-    return (await admin.get(f"/v1/workers/{worker_id}")).json()
+    return (await admin.get(f"/v2/workers/{worker_id}")).json()
 
 
 async def test_registration_needs_the_cluster_token(server: RunningServer, admin: httpx.AsyncClient) -> None:
-    response = await admin.post("/v1/workers/register", json=registration("w", 1))
+    response = await admin.post("/v2/workers/register", json=registration("w", 1))
     assert response.status_code == 403
     async with server.client(headers={"Authorization": "Bearer not-the-token"}) as stranger:
-        assert (await stranger.post("/v1/workers/register", json=registration("w", 1))).status_code == 401
+        assert (await stranger.post("/v2/workers/register", json=registration("w", 1))).status_code == 401
 
 
 async def test_a_name_clash_gets_a_distinct_name_and_a_rename_keeps_the_worker(server: RunningServer) -> None:
@@ -56,7 +56,7 @@ async def test_a_name_clash_gets_a_distinct_name_and_a_rename_keeps_the_worker(s
 async def test_bad_registration_is_refused_with_the_field(server: RunningServer) -> None:
     async with server.worker_client() as worker:
         body = registration("w", 70000)
-        response = await worker.post("/v1/workers/register", json=body)
+        response = await worker.post("/v2/workers/register", json=body)
         assert response.status_code == 400 and "port" in response.json()["message"]
 
 
@@ -65,7 +65,7 @@ async def test_silent_worker_becomes_not_ready_and_its_instances_are_placed_agai
 ) -> None:
     async with server.worker_client() as worker:
         registered = await server.register(worker, registration("w1", 1, interval=0.5))
-        await admin.post("/v1/models", json={"name": "smol", "local_path": smollm2})
+        await admin.post("/v2/models", json={"name": "smol", "local_path": smollm2})
 
         async def scheduled() -> dict | None:
             items = await instances(admin)
@@ -74,7 +74,7 @@ async def test_silent_worker_becomes_not_ready_and_its_instances_are_placed_agai
         # Keep heartbeating until the instance lands on the worker, then fall silent.
         for _ in range(100):
             await worker.put(
-                f"/v1/workers/{registered['id']}/status", json={"status": registration("w1", 1)["status"]}
+                f"/v2/workers/{registered['id']}/status", json={"status": registration("w1", 1)["status"]}
             )
             if await scheduled():
                 break
@@ -104,7 +104,7 @@ async def test_silent_worker_becomes_not_ready_and_its_instances_are_placed_agai
 
         # A heartbeat brings it back.
         await worker.put(
-            f"/v1/workers/{registered['id']}/status", json={"status": registration("w1", 1)["status"]}
+            f"/v2/workers/{registered['id']}/status", json={"status": registration("w1", 1)["status"]}
         )
         assert (await worker_state(admin, registered["id"]))["state"] == "ready"
 
@@ -141,11 +141,11 @@ async def test_deleting_a_worker_returns_its_instances_to_pending(
 ) -> None:
     async with server.worker_client() as worker:
         registered = await server.register(worker, registration("gone", 1))
-        await admin.post("/v1/models", json={"name": "smol", "local_path": smollm2})
+        await admin.post("/v2/models", json={"name": "smol", "local_path": smollm2})
         await wait_for(lambda: _state_is(admin, "scheduled"))
-        assert (await admin.delete(f"/v1/workers/{registered['id']}")).status_code == 204
+        assert (await admin.delete(f"/v2/workers/{registered['id']}")).status_code == 204
         await wait_for(lambda: _state_is(admin, "pending"))
-        heartbeat = await worker.put(f"/v1/workers/{registered['id']}/status", json={"status": {}})
+        heartbeat = await worker.put(f"/v2/workers/{registered['id']}/status", json={"status": {}})
         assert heartbeat.status_code == 401  # the worker then registers again
         assert "was removed" in heartbeat.json()["message"]
 
@@ -161,24 +161,24 @@ async def test_watch_streams_a_snapshot_then_changes_of_this_workers_instances(
     async with server.worker_client() as worker:
         registered = await server.register(worker, registration("watched", 1))
         async with worker.stream(
-            "GET", "/v1/model-instances", params={"worker_id": registered["id"], "watch": "true"}
+            "GET", "/v2/model-instances", params={"worker_id": registered["id"], "watch": "true"}
         ) as stream:
             lines = stream.aiter_lines()
             snapshot = json.loads(await anext(lines))
             assert snapshot == {"type": "snapshot", "items": []}
-            model = (await admin.post("/v1/models", json={"name": "smol", "local_path": smollm2})).json()
+            model = (await admin.post("/v2/models", json={"name": "smol", "local_path": smollm2})).json()
             created = json.loads(await asyncio.wait_for(anext(lines), 20))
             assert created["type"] == "created" and created["data"]["state"] == "scheduled"
             instance_id = created["data"]["id"]
             update = await worker.put(
-                f"/v1/model-instances/{instance_id}/state",
+                f"/v2/model-instances/{instance_id}/state",
                 json={"worker_id": registered["id"], "state": "starting", "port": 40000, "pid": 1234},
             )
             assert update.status_code == 200
             updated = json.loads(await asyncio.wait_for(anext(lines), 20))
             assert updated["type"] == "updated" and updated["data"]["state"] == "starting"
             assert updated["data"]["port"] == 40000
-            await admin.delete(f"/v1/models/{model['id']}")
+            await admin.delete(f"/v2/models/{model['id']}")
             deleted = json.loads(await asyncio.wait_for(anext(lines), 20))
             assert deleted["type"] == "deleted" and deleted["data"]["id"] == instance_id
 
@@ -188,16 +188,16 @@ async def test_a_worker_cannot_report_on_an_instance_it_does_not_hold(
 ) -> None:
     async with server.worker_client() as worker:
         registered = await server.register(worker, registration("holder", 1))
-        await admin.post("/v1/models", json={"name": "smol", "local_path": smollm2})
+        await admin.post("/v2/models", json={"name": "smol", "local_path": smollm2})
         await wait_for(lambda: _state_is(admin, "scheduled"))
         instance = (await instances(admin))[0]
         wrong = await worker.put(
-            f"/v1/model-instances/{instance['id']}/state",
+            f"/v2/model-instances/{instance['id']}/state",
             json={"worker_id": registered["id"] + 100, "state": "running"},
         )
         assert wrong.status_code == 403 and "reports only for itself" in wrong.json()["message"]
         scheduler_only = await worker.put(
-            f"/v1/model-instances/{instance['id']}/state",
+            f"/v2/model-instances/{instance['id']}/state",
             json={"worker_id": registered["id"], "state": "pending"},
         )
         assert scheduler_only.status_code == 400
@@ -210,10 +210,10 @@ async def test_admin_labels_win_over_the_workers_own_and_survive_its_registratio
         body = registration("labelled", 1, "c" * 32)
         registered = await server.register(worker, body)
         patched = await admin.patch(
-            f"/v1/workers/{registered['id']}", json={"labels": {"rack": "a1", "os": "x"}}
+            f"/v2/workers/{registered['id']}", json={"labels": {"rack": "a1", "os": "x"}}
         )
         assert patched.json()["labels"] == {"os": "x", "rack": "a1"}
         again = await server.register(worker, body)
         assert again["labels"] == {"os": "x", "rack": "a1"}
-        cleared = await admin.patch(f"/v1/workers/{registered['id']}", json={"labels": {}})
+        cleared = await admin.patch(f"/v2/workers/{registered['id']}", json={"labels": {}})
         assert cleared.json()["labels"] == {"os": "linux"}

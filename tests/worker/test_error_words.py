@@ -42,10 +42,10 @@ async def test_a_pool_timeout_is_described_with_its_limit_and_request(
 ) -> None:
     client, url = exhausted_pool
     with pytest.raises(httpx.PoolTimeout) as raised:
-        await client.get(url + "/v1/models/3")
+        await client.get(url + "/v2/models/3")
     assert str(raised.value) == ""  # what the worker used to report
     assert describe_error(raised.value) == (
-        f"PoolTimeout: no connection available from the pool within 0.2 s (GET {url}/v1/models/3)"
+        f"PoolTimeout: no connection available from the pool within 0.2 s (GET {url}/v2/models/3)"
     )
     assert describe_error(asyncio.TimeoutError()) == "TimeoutError: the operation timed out"
     assert describe_error(ValueError("bad value")) == "bad value"
@@ -60,7 +60,7 @@ class PoolStarvedServer:
         self.reports: list[ModelInstanceStateUpdate] = []
 
     async def get_model(self, model_id: int) -> dict[str, Any]:
-        response = await self.client.get(f"{self.url}/v1/models/{model_id}")
+        response = await self.client.get(f"{self.url}/v2/models/{model_id}")
         return dict(response.json())
 
     async def report_instance(self, instance_id: int, update: ModelInstanceStateUpdate) -> None:
@@ -91,7 +91,7 @@ async def test_a_start_that_fails_on_the_network_says_why_in_one_line(
     error = next(r for r in server.reports if r.state == ModelInstanceState.ERROR)
     assert error.state_message == (
         "the worker failed to start the engine: PoolTimeout: no connection available from the pool "
-        f"within 0.2 s (GET {server.url}/v1/models/3)"
+        f"within 0.2 s (GET {server.url}/v2/models/3)"
     )
     logged = [r for r in caplog.records if r.name == "gpustack.worker.serve" and r.levelno >= logging.WARNING]
     assert [r.getMessage() for r in logged] == [f"model instance m-5: {error.state_message}"]

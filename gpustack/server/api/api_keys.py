@@ -15,7 +15,7 @@ from gpustack.server.auth import Principal, context, credential_cache, require_u
 from gpustack.server.db.tables import ApiKeyRow
 from gpustack.server.errors import NotFound
 
-router = APIRouter(prefix="/v1/api-keys", tags=["api-keys"])
+router = APIRouter(prefix="/v2/api-keys", tags=["api-keys"])
 
 
 @router.get("", response_model=PaginatedList[ApiKeyPublic])

@@ -16,7 +16,7 @@ from gpustack.server.controllers.scheduler import cluster_snapshot, evaluate
 from gpustack.server.errors import BadRequest
 from gpustack.server.requirements import EstimateError
 
-router = APIRouter(prefix="/v1/model-evaluations", tags=["model-evaluations"])
+router = APIRouter(prefix="/v2/model-evaluations", tags=["model-evaluations"])
 
 
 class EvaluationRequest(BaseModel):
@@ -49,7 +49,7 @@ _BODY = {
                 "schema": {
                     "type": "object",
                     "description": (
-                        '{"models": [model, ...]} with the fields of POST /v1/models, or one model'
+                        '{"models": [model, ...]} with the fields of POST /v2/models, or one model'
                     ),
                 }
             }
@@ -60,7 +60,7 @@ _BODY = {
 
 @router.post("", dependencies=[Depends(require_admin)], openapi_extra=_BODY)
 async def evaluate_models(request: Request) -> dict[str, Any]:
-    """Body: {"models": [model, ...]} (the fields of POST /v1/models), or one model.
+    """Body: {"models": [model, ...]} (the fields of POST /v2/models), or one model.
 
     The models are evaluated in order, each replica after the previous ones' claims, as if deployed together.
     """

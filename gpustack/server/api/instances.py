@@ -24,7 +24,7 @@ from gpustack.utils.relay import stream_back
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/model-instances", tags=["model-instances"])
+router = APIRouter(prefix="/v2/model-instances", tags=["model-instances"])
 
 
 @router.get("", response_model=None)

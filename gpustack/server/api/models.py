@@ -16,7 +16,7 @@ from gpustack.server.db.retry import run_transaction
 from gpustack.server.db.tables import ModelInstanceRow, ModelRow
 from gpustack.server.errors import BadRequest, Conflict, NotFound
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v2/models", tags=["models"])
 
 
 @router.get("", response_model=PaginatedList[ModelPublic], dependencies=[Depends(require_admin)])

@@ -22,7 +22,7 @@ from gpustack.server.db.tables import UserRow
 from gpustack.server.errors import BadRequest, Conflict
 from gpustack.server.sessions import end_user_sessions
 
-router = APIRouter(prefix="/v1/users", tags=["users"])
+router = APIRouter(prefix="/v2/users", tags=["users"])
 
 
 @router.get("/me", response_model=UserPublic)

@@ -34,7 +34,7 @@ from gpustack.server.services import instances_on_worker, return_to_pending, set
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/workers", tags=["workers"])
+router = APIRouter(prefix="/v2/workers", tags=["workers"])
 
 
 @router.get("", response_model=PaginatedList[WorkerPublic], dependencies=[Depends(require_admin)])

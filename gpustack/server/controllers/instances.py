@@ -74,7 +74,7 @@ async def _restart_and_expire(session: AsyncSession) -> None:
                 # Settings stored before the API checked them would fail the same way on every restart.
                 message = (
                     f"not restarted: the model's settings cannot start an engine: {problem}. "
-                    f"Change them with PUT /v1/models/{model.id} and it restarts"
+                    f"Change them with PUT /v2/models/{model.id} and it restarts"
                 )
                 if instance.state_message != message:
                     logger.warning("model instance %s is not restarted: %s", instance.name, problem)

@@ -57,21 +57,29 @@ def _routing(request: Request) -> RoutingTable:
     return table
 
 
-async def list_models(request: Request, _user: Principal = Depends(gateway_user)) -> dict:
-    models = sorted(_routing(request).models.values(), key=lambda m: m["id"])
+def _openai_model(model: dict) -> dict:
     return {
-        "object": "list",
-        "data": [
-            {
-                "id": model["name"],
-                "object": "model",
-                "created": int(datetime.fromisoformat(model["created_at"]).timestamp()),
-                "owned_by": "gpustack",
-                "ready": model["ready_replicas"] > 0,
-            }
-            for model in models
-        ],
+        "id": model["name"],
+        "object": "model",
+        "created": int(datetime.fromisoformat(model["created_at"]).timestamp()),
+        "owned_by": "gpustack",
+        "ready": model["ready_replicas"] > 0,
     }
+
+
+async def list_models(request: Request, _user: Principal = Depends(gateway_user)) -> dict:
+    """OpenAI's model list: every deployed model by name, `ready` when one of its instances runs."""
+    models = sorted(_routing(request).models.values(), key=lambda m: m["id"])
+    return {"object": "list", "data": [_openai_model(model) for model in models]}
+
+
+async def retrieve_model(request: Request, model_name: str, _user: Principal = Depends(gateway_user)) -> dict:
+    """OpenAI's model retrieval, by the name requests use in `model`."""
+    table = _routing(request)
+    for model in table.models.values():
+        if model["name"] == model_name:
+            return _openai_model(model)
+    raise OpenAIError(404, f"model {model_name!r} does not exist", "invalid_request_error", "model_not_found")
 
 
 def _model_of(body: bytes) -> str:
@@ -190,14 +198,21 @@ _RELAYED_BODY = {
 
 def build_router() -> APIRouter:
     router = APIRouter(tags=["openai"])
-    for prefix in (paths.PREFIX, paths.ALIAS_PREFIX):
+    for prefix in paths.PREFIXES:
+        documented = prefix == paths.PREFIX  # the alias answers the same, undocumented
         for path in paths.RELAYED:
             router.add_api_route(
                 f"{prefix}/{path}",
                 _relay_to(f"v1/{path}"),
                 methods=["POST"],
-                include_in_schema=prefix == paths.PREFIX,
+                include_in_schema=documented,
                 openapi_extra=_RELAYED_BODY,
             )
-    router.add_api_route(f"{paths.PREFIX}/models", list_models, methods=["GET"])
+        router.add_api_route(f"{prefix}/models", list_models, methods=["GET"], include_in_schema=documented)
+        router.add_api_route(
+            f"{prefix}/models/{{model_name:path}}",
+            retrieve_model,
+            methods=["GET"],
+            include_in_schema=documented,
+        )
     return router
