@@ -14,8 +14,18 @@ from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gpustack import __version__
-from gpustack.server import errors, openapi, storage_full
-from gpustack.server.api import api_keys, auth, evaluations, instances, models, system, users, workers
+from gpustack.server import errors, openapi, storage_full, ui
+from gpustack.server.api import (
+    api_keys,
+    auth,
+    evaluations,
+    instances,
+    models,
+    system,
+    users,
+    worker_join,
+    workers,
+)
 from gpustack.server.auth import CredentialCache
 from gpustack.server.context import ServerContext
 from gpustack.server.db.retry import handle_database_busy
@@ -65,12 +75,13 @@ def create_app(ctx: ServerContext) -> FastAPI:
     )
     app.add_middleware(RequestLog, logger_name="gpustack.server.requests")
     openapi.install(app)
+    ui.install(app)  # the web UI answers what no route does
     return app
 
 
 def routers() -> list[APIRouter]:
     """Every router the server serves, in order (the security tests check each route's access)."""
-    modules = (system, auth, users, api_keys, workers, models, instances, evaluations)
+    modules = (system, auth, users, api_keys, workers, models, instances, evaluations, worker_join)
     return [*(module.router for module in modules), system.log_level, gateway.build_router()]
 
 

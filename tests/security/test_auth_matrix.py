@@ -48,6 +48,7 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v2/workers/{worker_id}"): ADMINS,
     ("PATCH", "/v2/workers/{worker_id}"): ADMINS,
     ("DELETE", "/v2/workers/{worker_id}"): ADMINS,
+    ("GET", "/v2/worker-join"): ADMINS,
     ("POST", "/v2/workers/register"): frozenset({TOKEN}),
     ("PUT", "/v2/workers/{worker_id}/status"): frozenset({WORKER}),
     ("GET", "/v2/models"): ADMINS,

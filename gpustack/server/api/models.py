@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gpustack.schemas.common import PaginatedList
 from gpustack.schemas.models import ModelCreate, ModelPublic, ModelSpec, ModelUpdate, check_source_fields
 from gpustack.server.api.common import PageParams, get_or_404, paginate
+from gpustack.server.api.watch import watch_rows
 from gpustack.server.auth import Principal, context, require_admin, require_admin_or_worker
 from gpustack.server.db.retry import run_transaction
 from gpustack.server.db.tables import ModelInstanceRow, ModelRow
@@ -26,7 +28,8 @@ async def list_models(
     name: str | None = None,
     backend: str | None = None,
     search: str | None = Query(None, description="part of the name"),
-) -> PaginatedList[ModelPublic]:
+    watch: bool = Query(False, description="stream a snapshot then changes as newline-delimited JSON"),
+) -> PaginatedList[ModelPublic] | StreamingResponse:
     statement = select(ModelRow).order_by(ModelRow.id)
     if name:
         statement = statement.where(ModelRow.name == name)
@@ -35,6 +38,16 @@ async def list_models(
     if search:
         pattern = f"%{search}%"
         statement = statement.where(or_(ModelRow.name.ilike(pattern), ModelRow.description.ilike(pattern)))
+    if watch:
+        needle = (search or "").lower()
+        return watch_rows(
+            context(request),
+            statement,
+            ModelPublic,
+            lambda m: (not name or m["name"] == name)
+            and (not backend or m["backend"] == backend)
+            and (needle in m["name"].lower() or needle in m["description"].lower()),
+        )
     async with context(request).session() as session:
         return await paginate(session, statement, params, ModelPublic)
 

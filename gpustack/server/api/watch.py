@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+from sqlalchemy import Select
 
 from gpustack.server.bus import EventType
 from gpustack.server.context import ServerContext
@@ -53,3 +55,21 @@ def watch_response(
                     yield _line({"type": EventType.DELETED.value, "data": event.data})
 
     return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+
+def watch_rows(
+    ctx: ServerContext,
+    statement: Select[Any],
+    view: type[BaseModel],
+    matches: Callable[[dict[str, Any]], bool],
+) -> StreamingResponse:
+    """A watch of the table `statement` selects from: its rows as `view` first, then the changes that
+    `matches` (the same filter as the statement's, on the event's public data)."""
+    table = statement.get_final_froms()[0]
+
+    async def snapshot() -> list[dict[str, Any]]:
+        async with ctx.session() as session:
+            rows = (await session.execute(statement)).scalars().all()
+            return [view.model_validate(row).model_dump(mode="json") for row in rows]
+
+    return watch_response(ctx, str(getattr(table, "name", table)), snapshot, matches)

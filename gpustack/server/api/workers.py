@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,6 +20,7 @@ from gpustack.schemas.workers import (
 )
 from gpustack.server import security
 from gpustack.server.api.common import PageParams, get_or_404, paginate
+from gpustack.server.api.watch import watch_rows
 from gpustack.server.auth import (
     Principal,
     context,
@@ -44,7 +46,8 @@ async def list_workers(
     name: str | None = None,
     state: WorkerState | None = None,
     search: str | None = Query(None, description="part of the name, hostname or IP"),
-) -> PaginatedList[WorkerPublic]:
+    watch: bool = Query(False, description="stream a snapshot then changes as newline-delimited JSON"),
+) -> PaginatedList[WorkerPublic] | StreamingResponse:
     statement = select(WorkerRow).order_by(WorkerRow.id)
     if name:
         statement = statement.where(WorkerRow.name == name)
@@ -54,6 +57,16 @@ async def list_workers(
         pattern = f"%{search}%"
         statement = statement.where(
             or_(WorkerRow.name.ilike(pattern), WorkerRow.hostname.ilike(pattern), WorkerRow.ip.ilike(pattern))
+        )
+    if watch:
+        needle = (search or "").lower()
+        return watch_rows(
+            context(request),
+            statement,
+            WorkerPublic,
+            lambda w: (not name or w["name"] == name)
+            and (not state or w["state"] == state.value)
+            and any(needle in w[field].lower() for field in ("name", "hostname", "ip")),
         )
     async with context(request).session() as session:
         return await paginate(session, statement, params, WorkerPublic)
