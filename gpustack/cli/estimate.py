@@ -12,10 +12,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from gpustack.backends.registry import backend_of
 from gpustack.estimate.gguf import GGUFHeader, read_gguf_shards, shard_paths
 from gpustack.estimate.gguf_mmproj import is_projector, read_projector
-from gpustack.estimate.llama_box import LlamaBoxEstimate, estimate_llama_box, parse_llama_box_options
-from gpustack.estimate.llama_box_options import LlamaBoxOptions, with_gpustack_defaults
+from gpustack.estimate.llama_box import LlamaBoxEstimate, estimate_llama_box
+from gpustack.estimate.llama_box_options import LlamaBoxOptions
 from gpustack.estimate.report import llama_box_report, render_generic, render_llama_box
 
 BACKENDS = ("auto", "llama-box", "vllm", "ascend-mindie")
@@ -142,10 +143,13 @@ def _model_ggufs(folder: str) -> list[str]:
 
 
 def _llama_box_options(engine_args: list[str]) -> LlamaBoxOptions:
+    """The options as the llama-box backend parses them for a deployment, GPUStack's defaults included:
+    the figures shown are what the scheduler claims and what the worker's command line runs."""
     try:
-        return with_gpustack_defaults(parse_llama_box_options(engine_args))
+        options: LlamaBoxOptions = backend_of("llama-box").parse_options(engine_args)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    return options
 
 
 def _llama_box(

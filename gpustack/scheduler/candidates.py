@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from gpustack.scheduler.cluster import GPUSnapshot, WorkerSnapshot
 from gpustack.schemas.models import PlacementStrategy, ResourceClaim
+from gpustack.schemas.placement import LayerLayout, Layout, PlacementMode
 from gpustack.utils.units import format_bytes
 
 
@@ -54,11 +55,10 @@ class Best:
 
 @dataclass(frozen=True)
 class Candidate:
-    # gpu, multi-gpu, rpc, partial-offload, rpc-partial-offload, cpu, tensor-parallel, multi-worker
-    mode: str
+    mode: PlacementMode
     main: Assignment
     subordinates: list[Assignment] = field(default_factory=list)
-    engine: dict[str, str] = field(default_factory=dict)  # engine arguments the placement implies
+    layout: Layout | None = None  # what the placement implies for the engine; None: the backend's defaults
     tightness: int = 0  # bytes left on the devices used after this placement; scoring input
     gpu_layers: int = 0  # llama-box: layers on GPUs (scoring prefers more among partial offloads)
     total_layers: int = 0  # llama-box: the model's offloadable layers; 0 for other backends
@@ -68,7 +68,7 @@ class Candidate:
 
     def summary(self) -> str:
         """Where it goes and what it claims, per worker and GPU; for llama-box, how many layers go where."""
-        head = f"{self.mode}: "
+        head = f"{self.mode.value}: "
         if self.total_layers and 0 < self.gpu_layers < self.total_layers:
             cpu = self.total_layers - self.gpu_layers
             head += f"{self.gpu_layers} of {self.total_layers} layers on GPUs, {cpu} on the CPU; "
@@ -167,15 +167,15 @@ class Rejections:
 class Placement:
     main: Assignment
     subordinates: list[Assignment]
-    mode: str
-    engine: dict[str, str]
+    mode: PlacementMode
+    layout: Layout | None
     summary: str
 
     def apply(self) -> None:
         """Count this placement in the snapshots, so the next decision sees it."""
         for assignment in (self.main, *self.subordinates):
             assignment.worker.add_claim(assignment.claim)
-        if self.engine.get("rpc"):  # full or partial offload through llama.cpp RPC servers
+        if isinstance(self.layout, LayerLayout) and self.layout.rpc:  # offload through llama.cpp RPC servers
             for assignment in self.subordinates:
                 assignment.worker.rpc_lent.update(assignment.gpu_indexes)
 

@@ -51,7 +51,7 @@ def place(request: PlacementRequest, workers: list[WorkerSnapshot]) -> Placement
         main=best.main,
         subordinates=best.subordinates,
         mode=best.mode,
-        engine=best.engine,
+        layout=best.layout,
         summary=best.summary(),
     )
 

@@ -98,16 +98,19 @@ class TensorParallelNeed:
     power_of_two: bool = False  # MindIE's tensor parallel sizes are powers of 2
     equal_per_worker: bool = False  # MindIE multi-node: the same number of NPUs on every node
     fixed: FixedParallel | None = None  # the user's own -tp/-pp/-dp
+    max_model_len: int | None = None  # the context the estimate assumed, for the engine (ParallelLayout)
 
 
 @dataclass(frozen=True)
 class SingleDeviceNeed:
-    """vox-box: one NVIDIA GPU, or the CPU."""
+    """vox-box: one NVIDIA GPU, or the CPU; custom commands: what their user states (one GPU of any kind, or
+    the CPU only when `gpu_types` is empty)."""
 
     vram: int
     ram_on_gpu: int
     ram_on_cpu: int
     gpu_types: frozenset[str] = frozenset({"cuda"})
+    cpu_fallback: bool = True  # whether it may run on the CPU when no GPU fits
 
 
 Need = LlamaBoxNeed | TensorParallelNeed | SingleDeviceNeed

@@ -9,9 +9,19 @@ from datetime import datetime
 from enum import Enum
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from gpustack.schemas.engine_settings import check_backend_parameters, check_environment
+from gpustack.schemas.placement import PlacementDetail
+from gpustack.schemas.routes import OpenAIRoute
 
 
 class SourceEnum(str, Enum):
@@ -23,6 +33,7 @@ class BackendEnum(str, Enum):
     VLLM = "vllm"
     VOX_BOX = "vox-box"
     ASCEND_MINDIE = "ascend-mindie"
+    CUSTOM = "custom"
 
 
 class PlacementStrategy(str, Enum):
@@ -86,6 +97,29 @@ def _check_local_path(value: str) -> str:
     return value
 
 
+_SIZE_UNITS = {"gib": 1024**3, "gb": 10**9, "mib": 1024**2, "mb": 10**6, "kib": 1024, "kb": 1000, "b": 1}
+
+
+def _size(value: object) -> object:
+    """Bytes from a number or a string such as '8GiB' or '512 MiB'; anything else is left to pydantic."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().replace(" ", "").lower()
+    for suffix, factor in _SIZE_UNITS.items():
+        if text.endswith(suffix):
+            try:
+                return int(float(text[: -len(suffix)]) * factor)
+            except ValueError:
+                break
+    return value
+
+
+def _check_health_path(value: str) -> str:
+    if not value.startswith("/") or any(c.isspace() or c in "\x00#" for c in value):
+        raise ValueError(f"health_path must be a URL path starting with /, such as /health; got {value!r}")
+    return value
+
+
 BackendParameters = Annotated[list[str], AfterValidator(_check_parameters)]
 Environment = Annotated[dict[str, str], AfterValidator(_check_env)]
 LocalPath = Annotated[str, AfterValidator(_check_local_path)]
@@ -115,6 +149,23 @@ class GPUSelector(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Size = Annotated[int, BeforeValidator(_size), Field(ge=0)]
+HealthPath = Annotated[str, Field(max_length=255), AfterValidator(_check_health_path)]
+# A version names a folder and a file (<backend>_<version>): no separators, no leading dot.
+BackendVersion = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")]
+
+
+class StatedResources(BaseModel):
+    """What a custom engine holds, as its user states it: the scheduler cannot estimate an arbitrary command.
+    Sizes in bytes or with a unit ("8GiB")."""
+
+    ram: Size = 0
+    vram: Size = 0  # on its GPU
+    gpus: int = Field(default=0, ge=0, le=1)  # 0: the CPU only; 1: one GPU of any kind
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class ModelSpec(BaseModel):
     """Fields a user sets on a model; shared by create, update and the public view."""
 
@@ -122,8 +173,15 @@ class ModelSpec(BaseModel):
     source: SourceEnum = SourceEnum.LOCAL_PATH
     local_path: LocalPath | None = None
     backend: BackendEnum = BackendEnum.LLAMA_BOX
-    backend_version: str | None = Field(default=None, max_length=64)
+    backend_version: BackendVersion | None = None
     backend_parameters: BackendParameters = Field(default_factory=list)
+    # backend custom: the command that starts the engine, with {model_path} {port} {host} {model_name}
+    # {gpu_indexes} filled in (upstream GPUStack 2.x's field), where it answers readiness, what it serves,
+    # and what it holds (None: nothing).
+    run_command: str | None = Field(default=None, max_length=16 * 1024)
+    health_path: HealthPath | None = None
+    routes: list[OpenAIRoute] | None = None
+    resources: StatedResources | None = None
     env: Environment = Field(default_factory=dict)
     replicas: int = Field(default=1, ge=0, le=64)
     placement_strategy: PlacementStrategy = PlacementStrategy.SPREAD
@@ -135,21 +193,16 @@ class ModelSpec(BaseModel):
 
 
 def check_source_fields(spec: ModelSpec) -> None:
-    """Raise ValueError unless the fields the source and backend need are present and consistent."""
-    if spec.source == SourceEnum.LOCAL_PATH:
-        if not spec.local_path:
-            raise ValueError("local_path is required when source is local_path")
-        is_gguf = spec.local_path.lower().endswith(".gguf")
-        if spec.backend == BackendEnum.LLAMA_BOX and not is_gguf:
-            raise ValueError(
-                "the llama-box backend needs the absolute path of a .gguf file "
-                "(for a sharded model, the first shard, -00001-of-0000N.gguf)"
-            )
-        if spec.backend in (BackendEnum.VLLM, BackendEnum.ASCEND_MINDIE) and is_gguf:
-            raise ValueError(
-                f"the {spec.backend.value} backend needs the absolute path of a model directory "
-                "with config.json and *.safetensors files; use llama-box for .gguf files"
-            )
+    """Raise ValueError unless the fields the source and backend need are present and consistent, and the
+    backend parameters have values of the right kind (the backend's own checks, see gpustack/backends)."""
+    from gpustack.backends.registry import backend_of  # the backends import these schemas
+
+    backend = backend_of(spec.backend)
+    backend.check_spec(spec)
+    try:
+        backend.parse_options(spec.backend_parameters)
+    except ValueError as exc:
+        raise ValueError(f"backend_parameters: {exc}") from None
 
 
 class ModelCreate(ModelSpec):
@@ -180,8 +233,12 @@ class ModelUpdate(BaseModel):
 
     description: str | None = Field(default=None, max_length=2000)
     local_path: LocalPath | None = None
-    backend_version: str | None = Field(default=None, max_length=64)
+    backend_version: BackendVersion | None = None
     backend_parameters: ParametersInput | None = None
+    run_command: str | None = Field(default=None, max_length=16 * 1024)
+    health_path: HealthPath | None = None
+    routes: list[OpenAIRoute] | None = None
+    resources: StatedResources | None = None
     env: EnvironmentInput | None = None
     replicas: int | None = Field(default=None, ge=0, le=64)
     placement_strategy: PlacementStrategy | None = None
@@ -223,13 +280,6 @@ class SubordinateWorker(BaseModel):
     worker_ip: str
     gpu_indexes: list[int]
     claim: ResourceClaim
-
-
-class PlacementDetail(BaseModel):
-    """How the scheduler placed an instance, and the engine arguments that placement implies."""
-
-    mode: str
-    engine: dict[str, str] = Field(default_factory=dict)
 
 
 class ModelInstancePublic(BaseModel):

@@ -23,6 +23,15 @@ def open_private_log(log_path: Path) -> BinaryIO:
     return os.fdopen(fd, "ab")
 
 
+def keep_previous_log(log_path: Path) -> None:
+    """Move the previous run's log aside to <name>.1 (replacing an older one), so a run starts a fresh log
+    and the one before it stays readable after a restart."""
+    try:
+        os.replace(log_path, log_path.with_name(log_path.name + ".1"))
+    except FileNotFoundError:
+        pass
+
+
 async def start_logged(command: list[str], env: dict[str, str], log_path: Path) -> asyncio.subprocess.Process:
     """Start `command` with stdout and stderr appended to `log_path`, after a line saying what runs."""
     log = await asyncio.to_thread(open_private_log, log_path)

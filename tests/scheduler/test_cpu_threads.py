@@ -11,6 +11,7 @@ from gpustack.scheduler.cpu_threads import default_threads, explicit_threads, th
 from gpustack.scheduler.place import place
 from gpustack.scheduler.request import LlamaBoxNeed, PlacementRequest
 from gpustack.schemas.models import ResourceClaim
+from gpustack.schemas.placement import LayerLayout
 from tests.estimate.test_gguf import write_model
 from tests.scheduler.fixtures import GiB, estimate, llama_70b, rtx4090_box, worker
 
@@ -60,20 +61,20 @@ def test_64_cpu_replicas_on_a_2_core_host_stop_at_twice_its_cores_with_a_reason(
 def test_the_thread_claim_is_passed_to_the_engine_so_it_is_what_runs(models: dict[str, Path]) -> None:
     result = place(gguf(models["tiny"]), [worker(1, "cpu-1", [], 64 * GiB, cores=16)])
     assert isinstance(result, Placement)
-    assert result.engine == {"gpu_layers": "0", "threads": "8"} and result.main.claim.cpu_threads == 8
+    assert result.layout == LayerLayout(gpu_layers=0, threads=8) and result.main.claim.cpu_threads == 8
     assert result.summary == "cpu: worker cpu-1 (RAM 66.4 MiB, 8 CPU threads)"
 
 
 def test_the_users_threads_are_claimed_as_given_and_not_repeated(models: dict[str, Path]) -> None:
     host = worker(1, "laptop", [], 16 * GiB, cores=2)
     done, refusal = replicas(gguf(models["tiny"], "-t", "1"), [host], 8)
-    assert len(done) == 4 and all("threads" not in p.engine for p in done)
+    assert len(done) == 4 and all(p.layout.threads is None for p in done)
     assert refusal is not None
     batch = place(gguf(models["tiny"], "-t", "1", "-tb", "4"), [worker(2, "w", [], 16 * GiB, cores=8)])
     assert isinstance(batch, Placement) and batch.main.claim.cpu_threads == 4  # prompt processing uses 4
     only_batch = place(gguf(models["tiny"], "-tb", "2"), [worker(3, "w", [], 16 * GiB, cores=16)])
     assert isinstance(only_batch, Placement) and only_batch.main.claim.cpu_threads == 8
-    assert only_batch.engine["threads"] == "8"  # generation still runs llama.cpp's default
+    assert only_batch.layout.threads == 8  # generation still runs llama.cpp's default
 
 
 def test_engines_with_every_layer_on_gpus_claim_no_cpu_threads(models: dict[str, Path]) -> None:
@@ -88,7 +89,7 @@ def test_a_partial_offload_claims_threads_for_its_cpu_layers(models: dict[str, P
     single = worker(1, "one", [("cuda", "NVIDIA GeForce RTX 4090", 24 * GiB)], 128 * GiB, cores=12)
     partial = place(gguf(models["70b"]), [single])
     assert isinstance(partial, Placement) and partial.mode == "partial-offload"
-    assert partial.main.claim.cpu_threads == 6 and partial.engine["threads"] == "6"
+    assert partial.main.claim.cpu_threads == 6 and partial.layout.threads == 6
 
 
 def test_default_threads_follow_llama_cpp() -> None:

@@ -47,14 +47,14 @@ def placed(result: Placement | NoPlacement) -> Placement:
 
 
 def layers_on(result: Placement) -> list[int]:
-    return [int(n) for n in result.engine["tensor_split"].split(",")]
+    return list(result.layout.tensor_split)
 
 
 def assert_claims_fit_and_match_the_split(result: Placement, path: Path, *parameters: str) -> None:
     """Each claim is what llama.cpp allocates for the engine arguments, and no more than was allocatable."""
     est = estimate(path, *parameters)
-    counts = layers_on(result) if "tensor_split" in result.engine else [int(result.engine["gpu_layers"])]
-    rpc = len(result.engine["rpc"].split(",")) if "rpc" in result.engine else 0
+    counts = layers_on(result) if result.layout.tensor_split else [result.layout.gpu_layers]
+    rpc = len(result.layout.rpc)
     split = est.split(counts, rpc_devices=rpc)
     claimed = [
         assignment.claim.vram[index]
@@ -76,7 +76,7 @@ def test_deepseek_r1_2bit_on_an_8x3090_rig_spreads_most_layers_over_all_eight_gp
     result = placed(place(gguf(models["r1-iq2"]), [rig]))
     assert result.mode == "partial-offload"
     assert len(result.main.gpu_indexes) == 8 and result.main.layers == layers_on(result)
-    assert result.main.claim.offload_layers == 57 == int(result.engine["gpu_layers"])  # of 62
+    assert result.main.claim.offload_layers == 57 == result.layout.gpu_layers  # of 62
     assert_claims_fit_and_match_the_split(result, models["r1-iq2"])
     assert result.summary.startswith("partial-offload: 57 of 62 layers on GPUs, 5 on the CPU; worker rig (")
     assert "GPU 7 (NVIDIA GeForce RTX 3090) 8 layers, 22.5 GiB" in result.summary
@@ -95,7 +95,7 @@ def test_partial_offload_uses_gpus_of_another_worker_through_rpc(models: dict[st
     second = worker(2, "h2", [RTX4090], 512 * GiB)
     result = placed(place(gguf(models["r1-iq2"]), [first, second]))
     assert result.mode == "rpc-partial-offload"
-    assert result.engine["rpc"] == "10.0.0.2:40064" and layers_on(result) == [7, 8]
+    assert result.layout.rpc == ["10.0.0.2:40064"] and layers_on(result) == [7, 8]
     assert result.main.worker.name == "h1" and result.subordinates[0].worker.name == "h2"
     assert_claims_fit_and_match_the_split(result, models["r1-iq2"])
     result.apply()
@@ -108,7 +108,7 @@ def test_partial_offload_stays_on_one_worker_when_distributed_inference_is_off(
     cluster = [worker(1, "h1", [RTX4090], 512 * GiB), worker(2, "h2", [RTX4090], 512 * GiB)]
     request = gguf(models["r1-iq2"], distributed_inference_across_workers=False)
     result = placed(place(request, cluster))
-    assert result.mode == "partial-offload" and not result.subordinates and "rpc" not in result.engine
+    assert result.mode == "partial-offload" and not result.subordinates and not result.layout.rpc
     assert result.main.claim.offload_layers == 8
 
 

@@ -13,6 +13,7 @@ from gpustack.scheduler.candidates import NoPlacement, Placement
 from gpustack.scheduler.place import place
 from gpustack.scheduler.request import LlamaBoxNeed, PlacementRequest, SingleDeviceNeed, TensorParallelNeed
 from gpustack.schemas.models import PlacementStrategy
+from gpustack.schemas.placement import LayerLayout
 from tests.scheduler.fixtures import (
     GiB,
     a100_box,
@@ -62,8 +63,8 @@ def test_70b_q4_spreads_over_both_gpus_of_one_worker_with_a_tensor_split(models:
     result = placed(place(gguf(models["70b"]), [rtx4090_box(), cpu_box()]))
     assert result.mode == "multi-gpu" and sorted(result.main.gpu_indexes) == [0, 1]
     assert all(v <= 23 * GiB for v in result.main.claim.vram.values())
-    layers = [int(n) for n in result.engine["tensor_split"].split(",")]
-    assert sum(layers) == 81 and result.engine["gpu_layers"] == "81"
+    layers = result.layout.tensor_split
+    assert sum(layers) == 81 and result.layout.gpu_layers == 81
 
 
 def test_70b_q4_splits_over_two_workers_through_rpc_when_no_worker_has_room(models: dict[str, Path]) -> None:
@@ -74,9 +75,9 @@ def test_70b_q4_splits_over_two_workers_through_rpc_when_no_worker_has_room(mode
     assert result.mode == "rpc" and len(result.subordinates) == 1
     workers = {result.main.worker.name, result.subordinates[0].worker.name}
     assert workers == {"gpu-a", "gpu-b"}
-    devices = result.engine["rpc"].split(",")
+    devices = result.layout.rpc
     assert devices == ["10.0.0.2:40064"]  # the other worker's GPU, through its RPC server
-    assert len(result.engine["tensor_split"].split(",")) == len(devices) + len(result.main.gpu_indexes)
+    assert len(result.layout.tensor_split) == len(devices) + len(result.main.gpu_indexes)
     for assignment in (result.main, *result.subordinates):
         for index, amount in assignment.claim.vram.items():
             assert amount <= assignment.worker.vram_free[index]  # each device holds only what fits
@@ -100,7 +101,7 @@ def test_partial_offload_puts_as_many_layers_on_the_gpu_as_fit(models: dict[str,
     table = estimate(models["70b"]).table()
     assert table[offloaded].vram <= 23 * GiB < table[offloaded + 1].vram
     # 32 cores: llama.cpp's default of 16 threads, passed explicitly, for the layers on the CPU
-    assert result.engine == {"gpu_layers": str(offloaded), "threads": "16"}
+    assert result.layout == LayerLayout(gpu_layers=offloaded, threads=16)
     assert result.main.claim.ram == table[offloaded].ram and result.main.claim.cpu_threads == 16
 
 
@@ -271,8 +272,8 @@ def test_vllm_uses_tensor_parallel_over_gpus_whose_count_divides_the_heads() -> 
     # A 70B-class BF16 model (~131 GiB) does not fit one 80 GB A100: 2 GPUs, as 64 heads divide by 2.
     big = llama_config(layers=80, hidden=8192, heads=64, kv_heads=8)
     result = placed(place(vllm(big), [a100_box()]))
-    assert result.mode == "tensor-parallel" and result.engine["tensor_parallel_size"] in ("2", "4")
-    assert len(result.main.gpu_indexes) == int(result.engine["tensor_parallel_size"])
+    assert result.mode == "tensor-parallel" and result.layout.tensor_parallel_size in (2, 4)
+    assert len(result.main.gpu_indexes) == result.layout.tensor_parallel_size
 
 
 def test_vllm_across_workers_only_with_ray() -> None:

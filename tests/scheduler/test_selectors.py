@@ -11,6 +11,7 @@ import pytest
 from gpustack.scheduler.candidates import NoPlacement, Placement
 from gpustack.scheduler.place import place
 from gpustack.scheduler.request import LlamaBoxNeed, PlacementRequest
+from gpustack.schemas.placement import LayerLayout
 from tests.scheduler.fixtures import (
     GiB,
     ascend_box,
@@ -49,7 +50,7 @@ def test_one_selected_gpu_takes_the_layers_that_fit_and_the_rest_go_to_ram(model
     box = worker(1, "pc", [A4000] * 2, 128 * GiB)
     result = placed(place(gguf(models["70b"], gpu_ids=("pc:cuda:1",)), [box]))
     assert result.mode == "partial-offload" and result.main.gpu_indexes == [1]
-    assert result.engine["gpu_layers"] == "26" and result.main.claim.offload_layers == 26
+    assert result.layout.gpu_layers == 26 and result.main.claim.offload_layers == 26
     table = estimate(models["70b"]).table()
     assert result.main.claim.vram == {1: table[26].vram} and table[27].vram > 15 * GiB
 
@@ -58,7 +59,7 @@ def test_selected_gpus_of_one_worker_share_a_partial_offload(models: dict[str, P
     box = worker(1, "pc", [A4000] * 4, 128 * GiB)
     result = placed(place(gguf(models["70b"], gpu_ids=("pc:cuda:0", "pc:cuda:2")), [box]))
     assert result.mode == "partial-offload" and sorted(result.main.gpu_indexes) == [0, 2]
-    assert result.engine == {"gpu_layers": "53", "tensor_split": "27,26", "threads": "16"}
+    assert result.layout == LayerLayout(gpu_layers=53, tensor_split=[27, 26], threads=16)
 
 
 def test_selected_gpus_without_cpu_offloading_must_hold_the_whole_model(models: dict[str, Path]) -> None:

@@ -13,6 +13,7 @@ from gpustack.scheduler.candidates import NoPlacement, Placement
 from gpustack.scheduler.needs import mindie_need, vllm_need
 from gpustack.scheduler.place import place
 from gpustack.scheduler.request import LlamaBoxNeed, PlacementRequest
+from gpustack.schemas.placement import LayerLayout, ParallelLayout
 from tests.estimate.test_hf_config import qwen25_omni_config
 from tests.scheduler.fixtures import GiB, a100_box, ascend_box, estimate, llama_70b, worker
 from tests.scheduler.test_place import llama_config
@@ -50,7 +51,7 @@ def test_ngl_0_is_a_cpu_placement_claiming_ram_only_even_on_a_gpu_worker(model: 
     result = placed(place(gguf(model, "-ngl", "0"), [box]))
     assert result.mode == "cpu" and result.main.gpu_indexes == [] and result.main.claim.vram == {}
     assert result.main.claim.ram == estimate(model, "-ngl", "0").cpu_only.ram
-    assert result.main.claim.cpu_threads == 16 and result.engine == {"gpu_layers": "0", "threads": "16"}
+    assert result.main.claim.cpu_threads == 16 and result.layout == LayerLayout(gpu_layers=0, threads=16)
 
 
 @pytest.mark.parametrize("spelling", [["-ngl", "50"], ["--n-gpu-layers", "50"], ["--ngl=50"]])
@@ -59,7 +60,7 @@ def test_ngl_50_places_exactly_50_layers_and_claims_for_them(model: Path, spelli
     box = worker(1, "gpu-a", [L40S], 256 * GiB)
     result = placed(place(gguf(model, *spelling), [box]))
     need = estimate(model, *spelling)
-    assert result.mode == "partial-offload" and result.engine["gpu_layers"] == "50"
+    assert result.mode == "partial-offload" and result.layout.gpu_layers == 50
     assert result.main.claim.offload_layers == 50
     assert result.main.claim.vram == {0: need.split([50]).vram[0]}
     assert result.main.claim.ram == need.split([50]).ram + need.growth_bytes
@@ -70,7 +71,7 @@ def test_ngl_50_spans_the_fewest_gpus_that_hold_50_layers(model: Path) -> None:
     box = worker(1, "pc", [A4000] * 4, 256 * GiB)
     result = placed(place(gguf(model, "-ngl", "50"), [box]))
     assert len(result.main.gpu_indexes) == 2 and sum(result.main.layers) == 50
-    assert result.engine["gpu_layers"] == "50" and result.engine["tensor_split"] == "24,26"
+    assert result.layout.gpu_layers == 50 and result.layout.tensor_split == [24, 26]
 
 
 def test_ngl_below_the_layer_count_with_cpu_offloading_off_is_refused_with_the_reason(model: Path) -> None:
@@ -134,7 +135,7 @@ def test_vllm_tensor_parallel_size_4_takes_exactly_4_gpus_even_when_one_would_do
     # Before: one GPU (the 8B fits one A100), while vLLM started with -tp 4 wanted four.
     result = placed(place(vllm(llama_config(), "-tp", "4"), [a100_box()]))
     assert result.mode == "tensor-parallel" and len(result.main.gpu_indexes) == 4
-    assert result.engine == {}  # the user's flag is already on the command line
+    assert result.layout == ParallelLayout()  # the user's flag is already on the command line
     assert all(v == int(80 * GiB * 0.9) for v in result.main.claim.vram.values())
 
 
@@ -174,7 +175,7 @@ def test_mindie_world_size_16_takes_8_npus_on_each_of_two_nodes() -> None:
         worker(3, "npu-3", [("npu", "Ascend 910B3", 64 * GiB)] * 4),
     ]
     result = placed(place(mindie(llama_config(), "-tp", "8", "-pp", "2"), cluster))
-    assert result.mode == "multi-worker" and result.engine == {"workers": "2", "devices_per_worker": "8"}
+    assert result.mode == "multi-worker" and result.layout == ParallelLayout(workers=2, devices_per_worker=8)
     assert [len(a.gpu_indexes) for a in (result.main, *result.subordinates)] == [8, 8]
 
 

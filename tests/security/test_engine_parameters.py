@@ -13,6 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from gpustack.backends.base import Executable
 from gpustack.config import load_config
 from gpustack.schemas.engine_settings import (
     MAX_PARAMETER_BYTES,
@@ -22,8 +23,8 @@ from gpustack.schemas.engine_settings import (
 )
 from gpustack.schemas.models import ModelInstanceState, ModelInstanceStateUpdate
 from gpustack.server.db.tables import ModelInstanceRow, ModelRow, utcnow
-from gpustack.worker.engines.llama_box import Executable, Layout, build_command
 from gpustack.worker.serve import ServeManager
+from tests.backends.helpers import command, spec
 from tests.server.conftest import RunningServer
 from tests.server.test_models_api import wait_for
 from tests.server.test_workers_api import registration
@@ -92,11 +93,12 @@ def test_flags_that_merely_resemble_host_or_port_are_allowed() -> None:
     check_backend_parameters(["0.0.0.0", "--port-range-start"])  # a value, and a longer flag
 
 
-def test_the_worker_gives_host_and_port_last_so_they_win() -> None:
-    command = build_command(
-        Executable("/bin/llama-server", "PATH"), "/m.gguf", 40001, "m", ["--host", "0.0.0.0"], Layout(0)
-    )
-    assert command[-4:] == ["--host", "127.0.0.1", "--port", "40001"]
+@pytest.mark.parametrize("backend", ["llama-box", "vllm", "vox-box"])
+def test_the_worker_gives_host_and_port_last_so_they_win(backend: str) -> None:
+    model = spec(backend)
+    model.backend_parameters = ["--host", "0.0.0.0"]  # stored before the API refused it
+    argv = command(model, Executable("/bin/engine", "PATH"), port=40001).argv
+    assert argv[-4:] == ["--host", "127.0.0.1", "--port", "40001"]
 
 
 class RecordingClient:

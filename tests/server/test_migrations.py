@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 
 from gpustack.server.db.engine import create_engine
 from gpustack.server.db.migrate import upgrade_to_head
@@ -84,5 +84,53 @@ async def test_upgrading_from_the_first_release_keeps_instances_and_fills_new_co
                 )
             ).one()
         assert row[0] == "m-1" and row[1] in ([], "[]") and row[2] is None
+    finally:
+        await engine.dispose()
+
+
+async def test_upgrading_to_custom_backends_keeps_models_and_instances_placed_in_the_old_shape(
+    database_url: str,
+) -> None:
+    from alembic import command
+
+    from gpustack.schemas.models import ModelInstancePublic, ModelPublic
+    from gpustack.server.db.engine import session_factory
+    from gpustack.server.db.migrate import alembic_config
+    from gpustack.server.db.tables import ModelInstanceRow, ModelRow
+
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync), "0004"))
+            now = "CURRENT_TIMESTAMP"
+            await connection.execute(
+                text(
+                    "INSERT INTO models (name, description, source, local_path, backend, backend_parameters, "
+                    "env, replicas, ready_replicas, placement_strategy, worker_selector, cpu_offloading, "
+                    "distributed_inference_across_workers, restart_on_error, created_at, updated_at) VALUES "
+                    "('m', '', 'local_path', '/m.gguf', 'llama-box', '[\"--ctx-size=2048\"]', '{}', 1, 0, "
+                    f"'spread', '{{}}', true, true, true, {now}, {now})"
+                )
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO model_instances (name, model_id, model_name, state, state_message, "
+                    "state_changed_at, restart_count, gpu_indexes, subordinate_workers, placement, version, "
+                    "created_at, updated_at) VALUES ('m-1', 1, 'm', 'running', '', "
+                    f'{now}, 0, \'[]\', \'[]\', \'{{"mode": "cpu", "engine": {{"gpu_layers": "0", '
+                    f'"threads": "2"}}}}\', 1, {now}, {now})'
+                )
+            )
+        await upgrade_to_head(engine)
+        async with session_factory(engine)() as session:
+            model = ModelPublic.model_validate((await session.execute(select(ModelRow))).scalar_one())
+            instance = ModelInstancePublic.model_validate(
+                (await session.execute(select(ModelInstanceRow))).scalar_one()
+            )
+        assert model.backend_parameters == ["--ctx-size=2048"] and model.run_command is None
+        assert model.routes is None and model.resources is None
+        assert instance.placement is not None and instance.placement.model_dump(mode="json")["layout"] == {
+            "kind": "layers", "gpu_layers": 0, "tensor_split": [], "rpc": [], "threads": 2,
+        }  # fmt: skip
     finally:
         await engine.dispose()

@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 from typing import NamedTuple
 
-from gpustack.estimate.llama_box_split import tensor_split_for
 from gpustack.scheduler.candidates import Assignment, Bytes, Candidate, Rejections, score_key
 from gpustack.scheduler.cluster import GPUSnapshot, WorkerSnapshot
 from gpustack.scheduler.cpu_threads import CPU_OVERSUBSCRIPTION, explicit_threads, thread_claim
 from gpustack.scheduler.request import LlamaBoxNeed
 from gpustack.schemas.models import PlacementStrategy, ResourceClaim
+from gpustack.schemas.placement import LayerLayout, PlacementMode
 
 Device = tuple[WorkerSnapshot, GPUSnapshot]
 
@@ -81,10 +81,9 @@ class DeviceFit:
     def threads(self, worker: WorkerSnapshot) -> int:
         return thread_claim(self.user_threads, self.user_threads_batch, worker.cpu_cores)
 
-    def engine_threads(self, worker: WorkerSnapshot) -> dict[str, str]:
+    def engine_threads(self, worker: WorkerSnapshot) -> int | None:
         """The --threads the engine must be given so that it runs with what was claimed."""
-        threads = explicit_threads(self.user_threads, worker.cpu_cores)
-        return {"threads": str(threads)} if threads is not None else {}
+        return explicit_threads(self.user_threads, worker.cpu_cores)
 
     def has_threads(self, worker: WorkerSnapshot, need: int) -> bool:
         """Whether the worker can give `need` more CPU threads; records why not."""
@@ -259,23 +258,20 @@ class DeviceFit:
             Assignment(worker, idx, ResourceClaim(vram=amounts), lay)
             for worker, idx, amounts, lay in parts.values()
         ]
-        engine: dict[str, str] = {}
-        if offloaded < self.layers or len(devices) > 1:
-            engine["gpu_layers"] = str(offloaded)
-        if len(devices) > 1:
-            engine["tensor_split"] = tensor_split_for(counts)
-        if rpc:
-            engine["rpc"] = ",".join(f"{w.ip}:{g.rpc_port}" for w, g in devices[:rpc])
-        if option.threads:
-            engine |= self.engine_threads(host)
+        layout = LayerLayout(
+            gpu_layers=offloaded if offloaded < self.layers or len(devices) > 1 else None,
+            tensor_split=list(counts) if len(devices) > 1 else [],
+            rpc=[f"{w.ip}:{g.rpc_port}" for w, g in devices[:rpc]],
+            threads=self.engine_threads(host) if option.threads else None,
+        )
         full = offloaded == self.layers
         if rpc:
-            mode = "rpc" if full else "rpc-partial-offload"
+            mode = PlacementMode.RPC if full else PlacementMode.RPC_PARTIAL_OFFLOAD
         elif full:
-            mode = "gpu" if len(devices) == 1 else "multi-gpu"
+            mode = PlacementMode.GPU if len(devices) == 1 else PlacementMode.MULTI_GPU
         else:
-            mode = "partial-offload"
-        return Candidate(mode, main, subordinates, engine, option.tightness, offloaded, self.layers)
+            mode = PlacementMode.PARTIAL_OFFLOAD
+        return Candidate(mode, main, subordinates, layout, option.tightness, offloaded, self.layers)
 
     def cpu(self, worker: WorkerSnapshot) -> Candidate | None:
         """Every layer on the worker's CPU."""
@@ -292,6 +288,6 @@ class DeviceFit:
         if not self.has_threads(worker, threads):
             return None
         claim = ResourceClaim(ram=ram, total_layers=self.layers, cpu_threads=threads)
-        engine = {"gpu_layers": "0", **self.engine_threads(worker)}
+        layout = LayerLayout(gpu_layers=0, threads=self.engine_threads(worker))
         main = Assignment(worker, [], claim)
-        return Candidate("cpu", main, [], engine, worker.ram_free - ram, 0, self.layers)
+        return Candidate(PlacementMode.CPU, main, [], layout, worker.ram_free - ram, 0, self.layers)

@@ -14,6 +14,7 @@ from gpustack.scheduler.fit.layer_plan import MAX_DEVICES
 from gpustack.scheduler.fit.llama_box_devices import Device, DeviceFit, Option, Pick, Split, free_vram
 from gpustack.scheduler.request import LlamaBoxNeed, PlacementRequest
 from gpustack.schemas.models import PlacementStrategy, ResourceClaim
+from gpustack.schemas.placement import LayerLayout, PlacementMode
 
 # How many workers are tried as the host of an RPC placement (the ones with the most room).
 RPC_HOSTS_TRIED = 3
@@ -103,7 +104,10 @@ class Tiers:
             ram=need_ram, vram={best.index: need_vram}, offload_layers=self.layers, total_layers=self.layers
         )
         assignment = Assignment(best.worker, [best.index], claim, [self.layers])
-        return [Candidate("gpu", assignment, [], {}, best.tightness, self.layers, self.layers)]
+        layout = LayerLayout()
+        return [
+            Candidate(PlacementMode.GPU, assignment, [], layout, best.tightness, self.layers, self.layers)
+        ]
 
     def ram_short(self, worker: WorkerSnapshot, ram: int, vram: int) -> None:
         if worker.unified_memory:

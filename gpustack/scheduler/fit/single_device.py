@@ -1,4 +1,4 @@
-"""Where vox-box can run a model: one NVIDIA GPU, else the CPU."""
+"""Where a one-device engine can run: one GPU of the kinds it takes (vox-box: NVIDIA), else the CPU."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from gpustack.scheduler.candidates import CPU_SHORT, GPU_SHORT, Assignment, Best
 from gpustack.scheduler.filters import Eligible
 from gpustack.scheduler.request import PlacementRequest, SingleDeviceNeed
 from gpustack.schemas.models import ResourceClaim
+from gpustack.schemas.placement import DeviceLayout, PlacementMode
 
 
 def candidates(
@@ -28,9 +29,14 @@ def candidates(
     if on_gpu.worker is not None:
         claim = ResourceClaim(ram=need.ram_on_gpu, vram={on_gpu.index: need.vram})
         return [
-            Candidate("gpu", Assignment(on_gpu.worker, [on_gpu.index], claim), tightness=on_gpu.tightness)
+            Candidate(
+                PlacementMode.GPU,
+                Assignment(on_gpu.worker, [on_gpu.index], claim),
+                layout=DeviceLayout(),
+                tightness=on_gpu.tightness,
+            )
         ]
-    if request.gpu_ids:
+    if request.gpu_ids or not need.cpu_fallback:
         return []
     on_cpu = Best(request.placement_strategy)
     for entry in eligible:
@@ -44,4 +50,5 @@ def candidates(
     if on_cpu.worker is None:
         return []
     claim = ResourceClaim(ram=need.ram_on_cpu)
-    return [Candidate("cpu", Assignment(on_cpu.worker, [], claim), tightness=on_cpu.tightness)]
+    assignment = Assignment(on_cpu.worker, [], claim)
+    return [Candidate(PlacementMode.CPU, assignment, layout=DeviceLayout(), tightness=on_cpu.tightness)]

@@ -13,6 +13,7 @@ from gpustack.scheduler.cluster import GPUSnapshot, WorkerSnapshot
 from gpustack.scheduler.filters import Eligible
 from gpustack.scheduler.request import FixedParallel, PlacementRequest, TensorParallelNeed
 from gpustack.schemas.models import PlacementStrategy, ResourceClaim
+from gpustack.schemas.placement import ParallelLayout, PlacementMode
 
 Chosen = list[tuple[WorkerSnapshot, list[GPUSnapshot]]]
 
@@ -95,7 +96,8 @@ class _Fit:
         winner = best.worker.gpu(best.index)
         assert winner is not None
         assignment = Assignment(best.worker, [best.index], self.claim([winner]))
-        return [Candidate("gpu", assignment, tightness=best.tightness)]
+        layout = ParallelLayout(max_model_len=self.need.max_model_len)
+        return [Candidate(PlacementMode.GPU, assignment, layout=layout, tightness=best.tightness)]
 
     def one_worker(
         self,
@@ -141,9 +143,11 @@ class _Fit:
         if best is None:
             return []
         _, worker, chosen, count, left = best
-        engine = {} if self.need.fixed else {"tensor_parallel_size": str(count)}
+        layout = ParallelLayout(
+            tensor_parallel_size=None if self.need.fixed else count, max_model_len=self.need.max_model_len
+        )
         assignment = Assignment(worker, [g.index for g in chosen], self.claim(chosen))
-        return [Candidate("tensor-parallel", assignment, [], engine, left)]
+        return [Candidate(PlacementMode.TENSOR_PARALLEL, assignment, [], layout, left)]
 
     def across_workers(
         self, eligible: list[Eligible], sizes: list[int], tp: int | None = None
@@ -160,12 +164,13 @@ class _Fit:
             (host, host_gpus), *others = chosen
             main = Assignment(host, [g.index for g in host_gpus], self.claim(host_gpus))
             subordinates = [Assignment(w, [g.index for g in gs], self.claim(gs)) for w, gs in others]
-            engine = {"workers": str(len(chosen))}
-            if not self.need.fixed:
-                engine["tensor_parallel_size"] = str(count)
-            if self.need.equal_per_worker:
-                engine["devices_per_worker"] = str(len(host_gpus))
-            return [Candidate("multi-worker", main, subordinates, engine)]
+            layout = ParallelLayout(
+                workers=len(chosen),
+                tensor_parallel_size=None if self.need.fixed else count,
+                devices_per_worker=len(host_gpus) if self.need.equal_per_worker else None,
+                max_model_len=self.need.max_model_len,
+            )
+            return [Candidate(PlacementMode.MULTI_WORKER, main, subordinates, layout)]
         return []
 
     @staticmethod

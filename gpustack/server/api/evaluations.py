@@ -99,9 +99,9 @@ async def evaluate_models(request: Request) -> dict[str, Any]:
                 placement.apply()
                 result["placements"].append(
                     {
-                        "mode": placement.mode,
+                        "mode": placement.mode.value,
                         "summary": placement.summary,
-                        "engine": placement.engine,
+                        "layout": placement.layout.model_dump(mode="json") if placement.layout else None,
                         "main": _assignment(placement.main),
                         "subordinates": [_assignment(a) for a in placement.subordinates],
                     }

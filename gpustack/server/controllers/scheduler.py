@@ -78,7 +78,7 @@ async def cluster_snapshot(session: AsyncSession) -> list[WorkerSnapshot]:
         for worker_id, claim in claims_of(instance):
             if worker_id in snapshots:
                 snapshots[worker_id].add_claim(claim)
-        if ((instance.placement or {}).get("engine") or {}).get("rpc"):  # lent through RPC servers
+        if instance.placement and PlacementDetail.model_validate(instance.placement).rpc_servers:  # lent
             for part in instance.subordinate_workers or []:
                 if part["worker_id"] in snapshots:
                     snapshots[part["worker_id"]].rpc_lent.update(part["gpu_indexes"])
@@ -194,7 +194,7 @@ async def _schedule_one(
         ).model_dump(mode="json")
         for a in result.subordinates
     ]
-    instance.placement = PlacementDetail(mode=result.mode, engine=result.engine).model_dump()
+    instance.placement = PlacementDetail(mode=result.mode, layout=result.layout).model_dump(mode="json")
     set_instance_state(
         instance,
         ModelInstanceState.SCHEDULED,
@@ -202,11 +202,11 @@ async def _schedule_one(
     )
     logger.info("model instance %s placed on %s", instance.name, result.summary)
     logger.debug(
-        "model instance %s: mode %s, claim %s, engine arguments %s",
+        "model instance %s: mode %s, claim %s, layout %s",
         instance.name,
-        result.mode,
+        result.mode.value,
         instance.computed_resource_claim,
-        result.engine,
+        result.layout,
     )
 
 

@@ -131,6 +131,11 @@ class ModelRow(Timestamped, Base):
     cpu_offloading: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
     distributed_inference_across_workers: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
     restart_on_error: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+    # backend custom (migration 0005): the command template and what the user states about it
+    run_command: Mapped[str | None] = mapped_column(Text, nullable=True)
+    health_path: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    routes: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    resources: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
 
 
 class ModelInstanceRow(Timestamped, Base):

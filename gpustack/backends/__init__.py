@@ -1,0 +1,1 @@
+"""Inference backends, one module each, behind one protocol (base.Backend) and one registry."""

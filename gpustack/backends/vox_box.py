@@ -1,0 +1,84 @@
+"""vox-box: speech models (speech to text, text to speech) served with OpenAI's audio routes."""
+
+from __future__ import annotations
+
+import os
+
+from gpustack.backends.argv import split_items
+from gpustack.backends.base import Command, Launch, PipPackage, Probe, Requirement
+from gpustack.backends.devices import visible_env
+from gpustack.backends.errors import ModelUnreadable
+from gpustack.backends.fields import refuse_custom_fields, require_local_path
+from gpustack.scheduler.request import SingleDeviceNeed
+from gpustack.schemas.models import ModelSpec
+from gpustack.schemas.routes import OpenAIRoute
+
+GiB = 1024**3
+
+
+class VoxBoxOptions:
+    """vox-box takes few flags and none changes what the model needs: they are passed through."""
+
+
+def _weights_bytes(path: str) -> int:
+    try:
+        if os.path.isdir(path):
+            return sum(
+                os.path.getsize(os.path.join(root, name))
+                for root, _, names in os.walk(path)
+                for name in names
+            )
+        return os.path.getsize(path)
+    except OSError as exc:
+        raise ModelUnreadable(f"cannot read the model at {path}: {exc.strerror or exc}") from None
+
+
+class VoxBox:
+    name = "vox-box"
+    default_version: str | None = "0.0.21"
+    reads_help = False
+
+    def pip_package(self, version: str, gpu_type: str | None) -> PipPackage | None:
+        return PipPackage((f"vox-box=={version.removeprefix('v')}",))
+
+    def programs(self, spec: ModelSpec) -> tuple[str, ...]:
+        return ("vox-box",)
+
+    def check_spec(self, spec: ModelSpec) -> None:
+        refuse_custom_fields(spec, self.name)
+        require_local_path(spec)
+
+    def parse_options(self, parameters: list[str]) -> VoxBoxOptions:
+        return VoxBoxOptions()
+
+    def requirement(self, spec: ModelSpec, options: VoxBoxOptions, ray: bool) -> Requirement:
+        """Speech models are small; their weights plus a margin for activations, on one GPU or in RAM."""
+        weights = _weights_bytes(spec.local_path or "")
+        vram = int(weights * 1.2) + GiB // 2
+        need = SingleDeviceNeed(vram=vram, ram_on_gpu=GiB // 2, ram_on_cpu=int(weights * 1.5) + GiB)
+        return Requirement(
+            need, f"vox-box: weights {weights / GiB:.2f} GiB, about {vram / GiB:.2f} GiB on a GPU"
+        )
+
+    def command(self, spec: ModelSpec, options: VoxBoxOptions, launch: Launch) -> Command:
+        device = "cuda:0" if launch.devices.indexes else "cpu"  # the one GPU it sees, after *_VISIBLE_DEVICES
+        argv = [
+            launch.executable.script("vox-box"),
+            "start",
+            "--model", launch.model_path,
+            "--device", device,
+            "--data-dir", launch.run_dir,
+        ]  # fmt: skip
+        argv += split_items(spec.backend_parameters) + ["--host", launch.host, "--port", str(launch.port)]
+        return Command(argv, visible_env(launch.devices))
+
+    def probe(self, spec: ModelSpec, options: VoxBoxOptions) -> Probe:
+        return Probe("/health")
+
+    def routes(self, spec: ModelSpec, options: VoxBoxOptions) -> frozenset[OpenAIRoute]:
+        return frozenset(
+            {OpenAIRoute.AUDIO_TRANSCRIPTIONS, OpenAIRoute.AUDIO_TRANSLATIONS, OpenAIRoute.AUDIO_SPEECH}
+        )
+
+
+BACKEND = VoxBox()
