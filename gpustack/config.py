@@ -359,6 +359,22 @@ FLAGS: tuple[Flag, ...] = (
         "Raise it for large images in chat requests.",
         "32MiB",
     ),
+    Flag(
+        "disable_metrics",
+        _parse_bool,
+        "Serve no Prometheus metrics: no /metrics on the server, no metrics port on the worker.",
+        False,
+        is_switch=True,
+    ),
+    Flag(
+        "worker_metrics_port", _parse_port, "Port of the worker's Prometheus metrics (/metrics).", 10151
+    ),
+    Flag(
+        "metrics_token",
+        _parse_str,
+        "Bearer token that Prometheus sends to read /metrics (server and worker); an admin API key works "
+        "too. Prefer GPUSTACK_METRICS_TOKEN or the config file: other local users can see a command line.",
+    ),
     Flag("resources", _parse_resources, "Virtual GPU devices (config file only).", None, cli=False),
 )
 
@@ -397,6 +413,9 @@ class Config:
     enable_ray: bool = False
     heartbeat_interval: float = 5.0
     gateway_max_body_size: int = 32 * 1024**2
+    disable_metrics: bool = False
+    worker_metrics_port: int = 10151
+    metrics_token: str | None = None
     resources: list[GPUDevice] = field(default_factory=list)
 
     @property
@@ -410,7 +429,7 @@ class Config:
 
 def _shown(name: str, raw: Any) -> str:
     """How a rejected value is echoed back: secrets are not."""
-    if name in ("token", "bootstrap_password"):
+    if name in ("token", "bootstrap_password", "metrics_token"):
         return "a value (hidden)"
     if name == "database_url":
         return repr(re.sub(r"://[^@/]*@", "://***@", str(raw)))

@@ -20,6 +20,7 @@ from gpustack.server.api import (
     auth,
     evaluations,
     instances,
+    metrics,
     models,
     system,
     users,
@@ -55,6 +56,8 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.state.credential_cache = CredentialCache()
     app.state.login_throttle = LoginThrottle()
     app.state.routing = routing
+    if ctx.metrics is not None:
+        ctx.metrics.watch_cluster(routing)
     app.add_exception_handler(errors.ApiError, errors.handle_api_error)
     app.add_exception_handler(RequestValidationError, errors.handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, errors.handle_http_exception)
@@ -81,7 +84,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
 
 def routers() -> list[APIRouter]:
     """Every router the server serves, in order (the security tests check each route's access)."""
-    modules = (system, auth, users, api_keys, workers, models, instances, evaluations, worker_join)
+    modules = (system, auth, users, api_keys, workers, models, instances, evaluations, worker_join, metrics)
     return [*(module.router for module in modules), system.log_level, gateway.build_router()]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -13,6 +14,9 @@ from gpustack.config import Config
 from gpustack.server import security
 from gpustack.server.bus import EventBus
 from gpustack.server.requirements import Requirements
+
+if TYPE_CHECKING:
+    from gpustack.metrics.server import ServerMetrics
 
 
 @dataclass
@@ -29,6 +33,8 @@ class ServerContext:
     schedule_wanted: asyncio.Event = field(default_factory=asyncio.Event)
     # Model requirements from file headers, shared by the scheduler and model evaluations.
     requirements: Requirements = field(default_factory=Requirements)
+    # None with --disable-metrics: every hook then costs one attribute check.
+    metrics: ServerMetrics | None = None
 
     _worker_credentials: dict[int, str] = field(default_factory=dict, init=False, repr=False)
 

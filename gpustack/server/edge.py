@@ -43,6 +43,8 @@ PUBLIC_PATHS = frozenset(
         "/docs/oauth2-redirect",
         "/redoc",
         "/openapi.json",
+        # Prometheus sends the metrics token, which is no user's credential: the route checks it.
+        "/metrics",
     }
 )
 # The FAQ's `curl -X PUT http://localhost/debug/log_level -d debug`: loopback callers need no credentials.

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm.exc import StaleDataError
 
 from gpustack.config import Config
+from gpustack.metrics.server import ServerMetrics
 from gpustack.server import security
 from gpustack.server.app import create_app
 from gpustack.server.bus import EventBus, EventType
@@ -95,6 +96,7 @@ class Server:
             cluster_token=token,
             session_secret=session_secret,
             requirements=Requirements(ray_enabled=config.enable_ray),
+            metrics=None if config.disable_metrics else _metrics(engine, bus),
         )
         return self.ctx
 
@@ -137,6 +139,15 @@ class Server:
                 await asyncio.wait_for(ctx.engine.dispose(), 10)
             except asyncio.TimeoutError:
                 logger.warning("the database connections did not close within 10s")
+
+
+def _metrics(engine: AsyncEngine, bus: EventBus) -> ServerMetrics:
+    from gpustack.metrics.hooks import time_bus, time_database
+
+    metrics = ServerMetrics()
+    time_database(engine, metrics)
+    time_bus(bus, metrics)
+    return metrics
 
 
 async def _cancel_all(tasks: list[asyncio.Task]) -> None:

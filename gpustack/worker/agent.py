@@ -12,6 +12,9 @@ from pathlib import Path
 import httpx
 
 from gpustack.config import Config
+from gpustack.metrics.engines import EngineProcess
+from gpustack.metrics.worker import WorkerMetrics
+from gpustack.metrics.worker_app import AdminKeys, MetricsListener
 from gpustack.schemas.workers import WorkerRegistered, WorkerRegistration, WorkerStatusReport
 from gpustack.utils.errors import describe_error
 from gpustack.utils.files import read_or_create, write_private
@@ -86,6 +89,8 @@ class Worker:
         self._detected = asyncio.Event()
         self.rpc_servers = RpcServers(config, lambda: self.detection.devices, self.ip)
         self.serve = ServeManager(config, self._current_id, self.client, lambda: self.detection.devices)
+        # The instances the server assigns here, as last watched (the metrics name each engine's model).
+        self.assigned: dict[int, dict] = {}
 
     def _current_id(self) -> int:
         return self.worker_id or -1
@@ -208,6 +213,7 @@ class Worker:
                         continue
                     delay = 1.0
                     self.serve.reconcile(view)
+                    self.assigned = view
             except (httpx.HTTPError, ServerError, ValueError) as exc:
                 logger.warning(
                     "watch on %s interrupted: %s; reconnecting in %.0fs",
@@ -228,12 +234,37 @@ class Worker:
             except Exception:
                 logger.exception("resync of engines failed; trying again")
 
+    def engine_processes(self) -> list[EngineProcess]:
+        """The engines this worker runs, for the metrics."""
+        found = []
+        for instance_id, engine in list(self.serve.engines.items()):
+            process = engine.process
+            found.append(
+                EngineProcess(
+                    instance_id=instance_id,
+                    instance=engine.name,
+                    model=str(self.assigned.get(instance_id, {}).get("model_name", "")),
+                    pid=process.pid if process is not None and process.returncode is None else None,
+                    port=engine.port,
+                )
+            )
+        return found
+
+    def _serve_metrics(self) -> MetricsListener | None:
+        if self.config.disable_metrics:
+            return None
+        metrics = WorkerMetrics(lambda: self.name, lambda: self.detection.devices, self.engine_processes)
+        keys = AdminKeys(self.server_url, verify=not self.config.is_server)
+        port, token = self.config.worker_metrics_port, self.config.metrics_token
+        return MetricsListener.start(port, token, metrics, keys)
+
     async def run(self, stop: asyncio.Event) -> None:
         sock = bind_socket("0.0.0.0", self.config.worker_port, "--worker-port")
         app = create_worker_app(lambda: self.client.credential, self.serve, self.config.log_dir)
         server = make_server(app)
         serving = asyncio.create_task(server.serve(sockets=[sock]), name="worker-http")
         logger.info("worker API listening on port %d", self.config.worker_port)
+        metrics = self._serve_metrics()
         tasks: list[asyncio.Task] = []
         try:
             if await self._register(stop) is not None:
@@ -252,4 +283,6 @@ class Worker:
             await self.serve.shutdown()
             server.should_exit = True
             await serving
+            if metrics is not None:
+                await metrics.stop()
             await self.client.aclose()

@@ -30,6 +30,8 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/healthz"): ALL,
     ("GET", "/readyz"): ALL,
     ("GET", "/version"): ALL,
+    # Also the metrics token (--metrics-token), which is no user's credential: tests/metrics.
+    ("GET", "/metrics"): ADMINS,
     ("GET", "/debug/log_level"): ALL,
     ("PUT", "/debug/log_level"): ALL,
     ("POST", "/auth/login"): ALL,

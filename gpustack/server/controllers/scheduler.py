@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gpustack.metrics.server import ESTIMATE_FAILED, NO_FIT, PLACED
 from gpustack.scheduler.candidates import NoPlacement, Placement
 from gpustack.scheduler.cluster import GPUSnapshot, WorkerSnapshot
 from gpustack.scheduler.place import PlacementRequest, place
@@ -127,7 +129,11 @@ def describe_cluster(workers: list[WorkerSnapshot]) -> str:
 
 
 async def schedule_pending(ctx: ServerContext, requirements: Requirements) -> None:
+    outcomes: list[str] = []
+    started = time.perf_counter()
+
     async def schedule(session: AsyncSession) -> None:
+        outcomes.clear()  # a round run again counts once
         pending = (
             (
                 await session.execute(
@@ -150,22 +156,27 @@ async def schedule_pending(ctx: ServerContext, requirements: Requirements) -> No
         for instance in pending:
             model = models.get(instance.model_id)
             if model is not None:
-                await _schedule_one(instance, model, workers, requirements)
+                outcomes.append(await _schedule_one(instance, model, workers, requirements))
 
     # An instance changed while the round ran (a worker's report, a deletion): run it again on fresh reads.
     await run_transaction(ctx.session, schedule, what="placing pending instances", retry_stale=True)
+    if ctx.metrics is not None and outcomes:
+        ctx.metrics.scheduling_duration.observe(time.perf_counter() - started)
+        for outcome in outcomes:
+            ctx.metrics.scheduling_decisions.labels(outcome).inc()
 
 
 async def _schedule_one(
     instance: ModelInstanceRow, model: ModelRow, workers: list[WorkerSnapshot], requirements: Requirements
-) -> None:
+) -> str:
+    """Place one pending instance, or say why it stays pending; returns the outcome for the metrics."""
     spec = ModelSpec.model_validate(model, from_attributes=True)
     try:
         outcome = await evaluate(spec, model.name, workers, requirements)
     except EstimateError as exc:
         logger.debug("model instance %s: cannot estimate model %s: %s", instance.name, model.name, exc)
         _set_pending_message(instance, str(exc))
-        return
+        return ESTIMATE_FAILED
     result = outcome.placement
     logger.debug(
         "model instance %s (model %s, backend %s) needs %s",
@@ -176,7 +187,7 @@ async def _schedule_one(
     )
     if isinstance(result, NoPlacement):
         _set_pending_message(instance, f"{result.message()}\nNeeds: {outcome.requirement.description}")
-        return
+        return NO_FIT
     result.apply()  # later placements in this round see its claims
     main = result.main
     instance.worker_id = main.worker.id
@@ -208,6 +219,7 @@ async def _schedule_one(
         instance.computed_resource_claim,
         result.layout,
     )
+    return PLACED
 
 
 def _set_pending_message(instance: ModelInstanceRow, message: str) -> None:

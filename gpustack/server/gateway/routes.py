@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -11,6 +12,7 @@ import httpx
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from gpustack.metrics import gateway as meter
 from gpustack.server import errors, json_body
 from gpustack.server.auth import Principal, authenticate, context
 from gpustack.server.errors import ApiError
@@ -124,10 +126,18 @@ async def relay(request: Request, path: str) -> Response:
     body = await request.body()
     model = _model_of(body)
     table = _routing(request)
+    metrics = context(request).metrics
+    gateway_metrics = metrics.gateway if metrics is not None else None
+    route = path.removeprefix("v1/")
     if not table.has_model(model):
+        if gateway_metrics is not None:  # not by the name asked for: anyone could add series at will
+            gateway_metrics.failed("", "", meter.NO_SUCH_MODEL)
         raise OpenAIError(404, f"model {model!r} does not exist", "invalid_request_error", "model_not_found")
     endpoints = table.endpoints(model)
     if not endpoints:
+        if gateway_metrics is not None:
+            gateway_metrics.failed(model, "", meter.NO_RUNNING_INSTANCE)
+            gateway_metrics.count(model, "", route, 503)
         raise OpenAIError(
             503,
             f"model {model!r} has no running instance yet; check its instances' state",
@@ -135,10 +145,13 @@ async def relay(request: Request, path: str) -> Response:
         )
     failures = []
     for endpoint in endpoints:
+        started = time.perf_counter()
         try:
             upstream = await _send(request, endpoint, path, body)
         except httpx.TransportError as exc:
             # Nothing reached the engine; the next instance can take the request.
+            if gateway_metrics is not None:
+                gateway_metrics.failed(model, endpoint.instance_name, meter.UNREACHABLE)
             reason = describe_error(exc, with_request=False)
             failures.append(f"{endpoint.instance_name} on {endpoint.worker_name}: {reason}")
             logger.debug("model %s: %s unreachable, next one: %s", model, endpoint.instance_name, reason)
@@ -147,6 +160,8 @@ async def relay(request: Request, path: str) -> Response:
             # The worker refused before any engine saw the request (e.g. the engine just stopped).
             detail = (await upstream.aread()).decode(errors="replace")
             await upstream.aclose()
+            if gateway_metrics is not None:
+                gateway_metrics.failed(model, endpoint.instance_name, meter.WORKER_REFUSED)
             failures.append(f"{endpoint.instance_name} on {endpoint.worker_name}: {_message_of(detail)}")
             continue
         logger.debug(
@@ -157,8 +172,13 @@ async def relay(request: Request, path: str) -> Response:
             endpoint.engine_port,
             upstream.status_code,
         )
-        return stream_back(upstream)
+        if gateway_metrics is None:
+            return stream_back(upstream)
+        return gateway_metrics.relayed(stream_back(upstream), model, endpoint.instance_name, route, started)
     logger.warning("model %s: no instance answered: %s", model, "; ".join(failures))
+    if gateway_metrics is not None:
+        gateway_metrics.failed(model, "", meter.ALL_UNREACHABLE)
+        gateway_metrics.count(model, "", route, 503)
     raise OpenAIError(
         503, f"no instance of model {model!r} could be reached ({'; '.join(failures)})", "service_unavailable"
     )

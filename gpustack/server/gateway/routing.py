@@ -54,6 +54,17 @@ class RoutingTable:
         start = next(self._turns.setdefault(name, itertools.count())) % len(endpoints)
         return endpoints[start:] + endpoints[:start]
 
+    # ---- reads, for the metrics (at scrape time: the cluster's state without a query)
+
+    def model_rows(self) -> list[dict[str, Any]]:
+        return list(self.models.values())
+
+    def instance_rows(self) -> list[dict[str, Any]]:
+        return list(self._instances.values())
+
+    def worker_rows(self) -> list[dict[str, Any]]:
+        return list(self._workers.values())
+
     # ---- writes, from the bus
 
     def load(self, models: list[dict], instances: list[dict], workers: list[dict]) -> None:
