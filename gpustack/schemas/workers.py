@@ -7,6 +7,8 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gpustack.schemas.backends import InstalledBackend
+
 
 class WorkerState(str, Enum):
     READY = "ready"
@@ -103,6 +105,8 @@ class WorkerStatus(BaseModel):
     gpu_devices: list[GPUDevice] = Field(default_factory=list)
     # GPU index → port of the llama.cpp RPC server that lends that GPU to other workers' instances.
     rpc_servers: dict[int, int] = Field(default_factory=dict)
+    # What the worker has of each backend (GET /v2/backends).
+    backends: list[InstalledBackend] = Field(default_factory=list)
 
 
 class SystemReserved(BaseModel):

@@ -18,6 +18,7 @@ from gpustack.server import errors, openapi, storage_full, ui
 from gpustack.server.api import (
     api_keys,
     auth,
+    backends,
     evaluations,
     instances,
     metrics,
@@ -84,7 +85,8 @@ def create_app(ctx: ServerContext) -> FastAPI:
 
 def routers() -> list[APIRouter]:
     """Every router the server serves, in order (the security tests check each route's access)."""
-    modules = (system, auth, users, api_keys, workers, models, instances, evaluations, worker_join, metrics)
+    modules = [system, auth, users, api_keys, workers, models, instances, evaluations, worker_join, metrics]
+    modules.append(backends)
     return [*(module.router for module in modules), system.log_level, gateway.build_router()]
 
 

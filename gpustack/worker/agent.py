@@ -126,6 +126,8 @@ class Worker:
         for device in status.gpu_devices:
             device.memory.allocated = sum(claim.vram.get(device.index, 0) for claim in claims)
         status.rpc_servers = self.rpc_servers.ports()
+        gpu_type = detection.devices[0].type.value if detection.devices else None
+        status.backends = await self.serve.inventory.current(gpu_type)
         if detection.errors:
             message = "GPU detection failed: " + "; ".join(detection.errors)
             return WorkerStatusReport(status=status, state_message=message, healthy=False)

@@ -32,6 +32,7 @@ from gpustack.schemas.workers import GPUDevice
 from gpustack.utils.errors import describe_error
 from gpustack.utils.network import port_is_free
 from gpustack.worker.client import ServerClient, ServerError
+from gpustack.worker.engines.inventory import Inventory
 from gpustack.worker.engines.managed import InstallFailed
 from gpustack.worker.engines.resolve import Directories, NotInstalled, resolve
 from gpustack.worker.engines.run_files import run_dir, write_run_files
@@ -120,7 +121,7 @@ class ServeManager:
         self._worker_id = worker_id
         self._client = client
         self._devices_now = devices
-        self.inventory_changed: Callable[[], None] = lambda: None  # the agent's, to report it
+        self.inventory = Inventory(Directories.of(config.data_dir, config.bin_dir))  # for the status
         self.engines: dict[int, RunningEngine] = {}
         self._view: dict[int, dict[str, Any]] = {}
         self._closing = False
@@ -422,7 +423,7 @@ class ServeManager:
             logger.warning("model instance %s: %s", engine.name, str(exc).partition("\n")[0])
             await self._fail(engine, str(exc))
             return None
-        self.inventory_changed()
+        self.inventory.changed()
         return executable
 
     async def _wait_healthy(self, engine: RunningEngine, probe_path: str) -> int | None:

@@ -64,6 +64,7 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("PUT", "/v2/model-instances/{instance_id}/state"): frozenset({WORKER}),
     ("GET", "/v2/model-instances/{instance_id}/logs"): ADMINS,
     ("POST", "/v2/model-evaluations"): ADMINS,
+    ("GET", "/v2/backends"): ADMINS,
     **{("GET", f"{prefix}/{route}"): USERS for prefix in ("/v1-openai", "/v1")
        for route in ("models", "models/{model_name:path}")},
     **{("POST", f"{prefix}/{route}"): USERS for prefix in ("/v1-openai", "/v1")
