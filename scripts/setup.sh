@@ -55,6 +55,18 @@ else
     echo "$stamp" >"$stamp_file"
 fi
 
+# --- systemd-analyze, which checks the rendered gpustack.service (tests/cli/test_service.py) ----
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        log "installing systemd (for systemd-analyze; it is not started)"
+        export DEBIAN_FRONTEND=noninteractive
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends systemd; } >&2 ||
+            die "apt-get install systemd failed"
+    else
+        log "systemd-analyze not found and cannot install it (needs root and apt-get); its test will skip"
+    fi
+fi
+
 # --- engine binaries and the test model -------------------------------------------------------
 PYTHON="$PY" bash "$ROOT/scripts/install-llama-cpp.sh" >&2
 GGUF="$(PYTHON="$PY" bash "$ROOT/scripts/install-test-model.sh")"

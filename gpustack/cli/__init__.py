@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from gpustack import __version__
-from gpustack.cli import detect, estimate, reset_admin_password, start, version
+from gpustack.cli import detect, estimate, reset_admin_password, service, start, version
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gpustack {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (start, detect, estimate, version, reset_admin_password):
+    for module in (start, detect, estimate, version, reset_admin_password, service):
         module.register(commands)
     return parser
 
