@@ -35,9 +35,12 @@ def main():
 '''
 
 
-def build_wheel(folder: Path, name: str = "tinyengine", version: str = "0.1.0") -> Path:
-    """A pure-Python wheel with a module `name` and a console script `name`."""
+def build_wheel(
+    folder: Path, name: str = "tinyengine", version: str = "0.1.0", script: str | None = None
+) -> Path:
+    """A pure-Python wheel with a module `name` and a console script `script` (default: `name`)."""
     folder.mkdir(parents=True, exist_ok=True)
+    script = script or name
     info = f"{name}-{version}.dist-info"
     files = {
         f"{name}/__init__.py": ENGINE_SOURCE.format(version=version),
@@ -46,7 +49,7 @@ def build_wheel(folder: Path, name: str = "tinyengine", version: str = "0.1.0") 
         f"{info}/WHEEL": (
             "Wheel-Version: 1.0\nGenerator: gpustack-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
         ),
-        f"{info}/entry_points.txt": f"[console_scripts]\n{name} = {name}:main\n",
+        f"{info}/entry_points.txt": f"[console_scripts]\n{script} = {name}:main\n",
     }
     path = folder / f"{name}-{version}-py3-none-any.whl"
     record = []
