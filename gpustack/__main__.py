@@ -4,4 +4,6 @@ import sys
 
 from gpustack.cli import main
 
-sys.exit(main())
+# Guarded: the embedded worker's process (multiprocessing, spawn) imports this module as __mp_main__.
+if __name__ == "__main__":
+    sys.exit(main())

@@ -65,6 +65,16 @@ def _parse_positive_float(value: Any) -> float:
     return number
 
 
+def _parse_grace(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("accepts a number of seconds between 0 and 86400") from None
+    if isinstance(value, bool) or not 0 <= number <= 86400:
+        raise ValueError("accepts a number of seconds between 0 and 86400")
+    return number
+
+
 def _parse_str(value: Any) -> str:
     if isinstance(value, (dict, list)):
         raise ValueError("accepts a single value")
@@ -353,6 +363,13 @@ FLAGS: tuple[Flag, ...] = (
         5.0,
     ),
     Flag(
+        "worker_lost_grace",
+        _parse_grace,
+        "Seconds a not_ready worker may also fail its health check before its instances are placed "
+        "elsewhere (a worker that still answers keeps them).",
+        90.0,
+    ),
+    Flag(
         "gateway_max_body_size",
         _parse_body_size,
         "Largest request body the OpenAI-compatible gateway accepts (e.g. 32MiB); larger ones get 413. "
@@ -412,6 +429,7 @@ class Config:
     rpc_server_port_range: tuple[int, int] = (40064, 40095)
     enable_ray: bool = False
     heartbeat_interval: float = 5.0
+    worker_lost_grace: float = 90.0
     gateway_max_body_size: int = 32 * 1024**2
     disable_metrics: bool = False
     worker_metrics_port: int = 10151

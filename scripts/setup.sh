@@ -71,4 +71,8 @@ fi
 PYTHON="$PY" bash "$ROOT/scripts/install-llama-cpp.sh" >&2
 GGUF="$(PYTHON="$PY" bash "$ROOT/scripts/install-test-model.sh")"
 log "test model: $GGUF"
+# The speech engine (vox-box) and its models, and espeak-ng and sox for its tests: ~4 min the first time.
+if ! PYTHON="$PY" bash "$ROOT/scripts/install-speech.sh" --sound-tools >/dev/null; then
+    log "warning: the speech engine was not prepared (above); its tests will skip, or fail in CI"
+fi
 log "done; activate with: source .venv/bin/activate"

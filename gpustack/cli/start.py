@@ -91,6 +91,7 @@ async def _run(config: Config) -> None:
     # Imported here so that `gpustack version` and bad flags answer without loading the server.
     from gpustack.server.server import Server
     from gpustack.worker.agent import Worker
+    from gpustack.worker.embedded import EmbeddedWorker
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -106,8 +107,8 @@ async def _run(config: Config) -> None:
         ctx = await server.prepare()
         runs.append(asyncio.create_task(server.serve(stop), name="server"))
         if not config.disable_worker:
-            worker = Worker(config, _local_server_url(config), ctx.cluster_token)
-            runs.append(asyncio.create_task(worker.run(stop), name="worker"))
+            embedded = EmbeddedWorker(config, _local_server_url(config), ctx.cluster_token)
+            runs.append(asyncio.create_task(embedded.run(stop), name="worker"))
     else:
         assert config.server_url and config.token
         runs.append(

@@ -108,6 +108,8 @@ class Cluster:
                 "--host", "127.0.0.1", "--port", str(self.port), "--bootstrap-password", password,
                 "--worker-name", "main", "--worker-ip", "127.0.0.1", "--worker-port", str(free_port()),
                 "--service-port-range", f"{low}-{high}",
+                # A stopped worker's instances move after 5 s (default 90 s) so the tests see it.
+                "--worker-lost-grace", "5",
             ],
         )  # fmt: skip
 

@@ -257,6 +257,37 @@ def test_a_model_deployed_after_a_deleted_one_gets_a_new_instance_id_and_its_own
         api.http.delete(f"/v2/models/{model['id']}")
 
 
+def _embedded_worker(cluster: Cluster) -> psutil.Process | None:
+    found = []
+    for child in psutil.Process(cluster.server.pid).children():
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                found.append(child)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue  # the one just killed, not reaped yet
+    return found[0] if len(found) == 1 else None
+
+
+def test_the_embedded_worker_runs_in_its_own_process_and_comes_back_if_it_dies(
+    cluster: Cluster, api: Api
+) -> None:
+    wait_until(api.running, 180, "the model instance to be running")
+    worker = _embedded_worker(cluster)
+    assert worker is not None, "the server should have one worker child process"
+    port = api.worker("main")["port"]  # type: ignore[index]
+    listening = {c.laddr.port for c in worker.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+    assert port in listening  # the worker API is served by the child, not by the server's event loop
+    worker.kill()
+
+    def replaced() -> psutil.Process | None:
+        again = _embedded_worker(cluster)
+        return again if again is not None and again.pid != worker.pid else None
+
+    wait_until(replaced, 30, "the server to start its worker again")
+    wait_until(lambda: api.worker("main")["state"] == "ready", 60, "the worker to be ready again")  # type: ignore[index]
+    wait_until(api.running, 180, "the model instance to run again")
+
+
 def test_second_worker_joins_and_becomes_ready(second_worker: GpustackProcess, api: Api) -> None:
     worker = api.worker("second")
     assert worker is not None and worker["state"] == "ready"

@@ -68,6 +68,8 @@ def server_settings(tmp_path: Path, database_url: str, **extra: str | bool) -> d
         "database_url": database_url,
         "disable_worker": True,
         "bootstrap_password": ADMIN_PASSWORD,
+        # A lost worker's instances move after 2 s instead of the default 90 s, so tests see it.
+        "worker_lost_grace": "2",
         **extra,
     }
 

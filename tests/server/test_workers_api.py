@@ -109,6 +109,46 @@ async def test_silent_worker_becomes_not_ready_and_its_instances_are_placed_agai
         assert (await worker_state(admin, registered["id"]))["state"] == "ready"
 
 
+async def test_a_silent_worker_that_still_answers_keeps_its_instances_until_it_stops_answering(
+    server: RunningServer, admin: httpx.AsyncClient, smollm2: str
+) -> None:
+    port = free_port()
+
+    async def healthz(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(healthz, "127.0.0.1", port)
+    async with server.worker_client() as worker:
+        registered = await server.register(worker, registration("slow", port, interval=0.5))
+        await admin.post("/v2/models", json={"name": "smol", "local_path": smollm2})
+        await wait_for(lambda: _state_is(admin, "scheduled"))
+
+        async def not_ready() -> bool:
+            return bool((await worker_state(admin, registered["id"]))["state"] == "not_ready")
+
+        # Its heartbeats stop (an overloaded worker), but its health check answers: well past the
+        # 2 s grace of these tests, the instance stays where its engine runs.
+        await wait_for(not_ready, timeout=15)
+        await asyncio.sleep(4)
+        [kept] = await instances(admin)
+        assert kept["worker_id"] == registered["id"] and kept["state"] == "scheduled"
+
+        listener.close()
+        await listener.wait_closed()
+        # Once it does not answer either, the instance is placed again (nowhere else fits here: the
+        # scheduler then says why, worker by worker).
+        [moved] = await wait_for(lambda: _pending_instances(admin), timeout=20)
+        assert "worker slow: not_ready" in moved["state_message"]
+
+
+async def _pending_instances(admin: httpx.AsyncClient) -> list[dict]:
+    items = await instances(admin)
+    return items if items and items[0]["state"] == "pending" and items[0]["worker_id"] is None else []
+
+
 async def test_worker_whose_healthz_does_not_answer_is_unreachable_until_it_does(
     server: RunningServer, admin: httpx.AsyncClient
 ) -> None:

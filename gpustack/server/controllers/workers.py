@@ -40,34 +40,65 @@ def heartbeat_overdue(worker: WorkerRow, now: datetime, server_started_at: datet
 
 
 async def check_heartbeats(ctx: ServerContext) -> None:
+    """Workers that stopped heartbeating become not_ready (nothing new is placed on them); their
+    instances move elsewhere only when the worker has also failed its health check for longer than
+    --worker-lost-grace. A worker that is merely slow, or whose heartbeats queue behind a traffic
+    spike, keeps its engines and the streams flowing through them."""
     started = datetime.fromtimestamp(ctx.started_at, timezone.utc)
+    grace = ctx.config.worker_lost_grace
 
-    async def expire(session: AsyncSession) -> bool:
-        changed = False
+    async def expire(session: AsyncSession) -> list[WorkerRow]:
         now = datetime.now(timezone.utc)
-        workers = (
-            (await session.execute(select(WorkerRow).where(WorkerRow.state != WorkerState.NOT_READY.value)))
-            .scalars()
-            .all()
-        )
+        workers = (await session.execute(select(WorkerRow))).scalars().all()
+        lost = []
         for worker in workers:
             silent = heartbeat_overdue(worker, now, started)
             if silent is None:
                 continue
-            message = (
-                f"no heartbeat for {silent:.0f}s (expected every {worker.heartbeat_interval:g}s); "
-                "check that the worker is running and see its log"
-            )
-            logger.warning("worker %s is not ready: %s", worker.name, message)
-            set_worker_state(worker, WorkerState.NOT_READY, message)
-            changed = True
-            for instance in await instances_on_worker(session, worker.id, include_lent=True):
-                return_to_pending(
-                    instance, f"worker {worker.name} became not_ready; placing the instance again"
+            if worker.state != WorkerState.NOT_READY.value:
+                message = (
+                    f"no heartbeat for {silent:.0f}s (expected every {worker.heartbeat_interval:g}s); "
+                    "check that the worker is running and see its log"
                 )
-        return changed
+                logger.warning("worker %s is not ready: %s", worker.name, message)
+                set_worker_state(worker, WorkerState.NOT_READY, message)
+            if silent > grace and await instances_on_worker(session, worker.id, include_lent=True):
+                lost.append(worker)
+        return lost
 
-    if await run_transaction(ctx.session, expire, what="checking heartbeats", retry_stale=True):
+    silent_workers = await run_transaction(ctx.session, expire, what="checking heartbeats", retry_stale=True)
+    if not silent_workers:
+        return
+    # Only a worker that does not answer either has lost its engines; one that answers is slow.
+    problems = await asyncio.gather(*(_probe(ctx, worker) for worker in silent_workers))
+    lost = {worker.id: problem for worker, problem in zip(silent_workers, problems, strict=True) if problem}
+    for worker, problem in zip(silent_workers, problems, strict=True):
+        if not problem:
+            logger.debug(
+                "worker %s misses heartbeats but answers its health check: keeping its instances", worker.name
+            )
+
+    async def move(session: AsyncSession) -> bool:
+        moved = False
+        for worker_id, problem in lost.items():
+            row = await session.get(WorkerRow, worker_id)
+            if row is None or row.state != WorkerState.NOT_READY.value:
+                continue  # it came back meanwhile
+            instances = await instances_on_worker(session, row.id, include_lent=True)
+            for instance in instances:
+                return_to_pending(
+                    instance,
+                    f"worker {row.name} became not_ready: no heartbeat for over {grace:g}s and it does not "
+                    f"answer ({problem}); placing the instance again",
+                )
+            if instances:
+                moved = True
+                logger.warning("worker %s is lost (%s); its instances are placed again", row.name, problem)
+        return moved
+
+    if not lost:
+        return
+    if await run_transaction(ctx.session, move, what="moving a lost worker's instances", retry_stale=True):
         ctx.schedule_wanted.set()  # the instances it held are pending again
 
 
@@ -84,12 +115,11 @@ async def _probe(ctx: ServerContext, worker: WorkerRow) -> str | None:
 
 
 async def probe_workers(ctx: ServerContext) -> None:
+    """Ask every worker's /healthz, not_ready ones included: a worker that does not answer makes its
+    running instances unreachable (the gateway stops sending them requests); one that answers again
+    makes them running again, whatever its heartbeats do."""
     async with ctx.session() as session:
-        workers = (
-            (await session.execute(select(WorkerRow).where(WorkerRow.state != WorkerState.NOT_READY.value)))
-            .scalars()
-            .all()
-        )
+        workers = (await session.execute(select(WorkerRow))).scalars().all()
     if not workers:
         return
     results = await asyncio.gather(*(_probe(ctx, worker) for worker in workers))
@@ -99,23 +129,26 @@ async def probe_workers(ctx: ServerContext) -> None:
     async def record(session: AsyncSession) -> None:
         for worker, problem in zip(workers, results, strict=True):
             row = await session.get(WorkerRow, worker.id)
-            if row is None or row.state == WorkerState.NOT_READY.value:
+            if row is None:
                 continue
-            if problem and row.state == WorkerState.READY.value:
-                logger.warning("worker %s is unreachable: %s", row.name, problem)
-                set_worker_state(row, WorkerState.UNREACHABLE, problem)
-                for instance in await instances_on_worker(session, row.id, include_lent=True):
+            instances = await instances_on_worker(session, row.id, include_lent=True)
+            if problem:
+                if row.state == WorkerState.READY.value:
+                    logger.warning("worker %s is unreachable: %s", row.name, problem)
+                    set_worker_state(row, WorkerState.UNREACHABLE, problem)
+                for instance in instances:
                     if instance.state == ModelInstanceState.RUNNING.value:
                         set_instance_state(
                             instance,
                             ModelInstanceState.UNREACHABLE,
                             f"worker {row.name} is unreachable: {problem}",
                         )
-            elif not problem and row.state == WorkerState.UNREACHABLE.value:
+                continue
+            if row.state == WorkerState.UNREACHABLE.value:
                 logger.info("worker %s is reachable again", row.name)
                 set_worker_state(row, WorkerState.READY)
-                for instance in await instances_on_worker(session, row.id, include_lent=True):
-                    if instance.state == ModelInstanceState.UNREACHABLE.value:
-                        set_instance_state(instance, ModelInstanceState.RUNNING)
+            for instance in instances:
+                if instance.state == ModelInstanceState.UNREACHABLE.value:
+                    set_instance_state(instance, ModelInstanceState.RUNNING)
 
     await run_transaction(ctx.session, record, what="recording worker probes", retry_stale=True)

@@ -1,0 +1,3 @@
+"""GPUStack's speech engine: serves one speech model over OpenAI's audio routes."""
+
+__version__ = "0.1.0"
