@@ -19,7 +19,14 @@ from gpustack.estimate.llama_box import LlamaBoxEstimate, estimate_llama_box
 from gpustack.estimate.llama_box_options import LlamaBoxOptions
 from gpustack.estimate.report import llama_box_report, render_generic, render_llama_box
 
-BACKENDS = ("auto", "llama-box", "vllm", "ascend-mindie")
+# What this command estimates, per backend: the kind of model it reads, and for safetensors folders the
+# estimator's report (module, function) for local folders and whether remote repositories are read.
+GGUF_BACKENDS = ("llama-box",)
+SAFETENSORS_REPORTS = {
+    "vllm": ("vllm", "estimate_safetensors_report", True),
+    "ascend-mindie": ("mindie", "estimate_mindie_report", False),
+}
+BACKENDS = ("auto", *GGUF_BACKENDS, *SAFETENSORS_REPORTS)
 _REMOTE_PREFIXES = {
     "hf:": "huggingface",
     "huggingface:": "huggingface",
@@ -125,7 +132,7 @@ def estimate(model: str, engine_args: list[str], backend: str = "auto") -> tuple
         model = ggufs[0]
     if not os.path.exists(model):
         raise UsageError(f"{model}: no such file or directory")
-    if backend not in ("auto", "llama-box"):
+    if backend not in ("auto", *GGUF_BACKENDS):
         raise UsageError(f"{model}: a GGUF file runs on llama-box, not {backend}")
     options = _llama_box_options(engine_args)
     shards = read_gguf_shards(model)
@@ -181,10 +188,10 @@ def _devices(estimate: LlamaBoxEstimate, options: LlamaBoxOptions) -> tuple[list
 
 
 def _safetensors(path: str, engine_args: list[str], backend: str) -> tuple[dict[str, Any], str]:
-    if backend == "llama-box":
-        raise UsageError(f"{path}: llama-box runs GGUF files, this folder holds safetensors")
-    module, function = ("mindie", "estimate_mindie_report") if backend == "ascend-mindie" else ("vllm", "")
-    estimate_report = _lazy(module, function or "estimate_safetensors_report", "safetensors models")
+    if backend in GGUF_BACKENDS:
+        raise UsageError(f"{path}: {backend} runs GGUF files, this folder holds safetensors")
+    module, function, _ = SAFETENSORS_REPORTS["vllm" if backend == "auto" else backend]
+    estimate_report = _lazy(module, function, "safetensors models")
     report: dict[str, Any] = estimate_report(path, engine_args)
     return report, render_generic(report)
 
@@ -208,7 +215,7 @@ def _remote(
     source: str, repo: str, filename: str | None, engine_args: list[str], backend: str
 ) -> tuple[dict[str, Any], str]:
     if filename and filename.endswith(".gguf"):
-        if backend not in ("auto", "llama-box"):
+        if backend not in ("auto", *GGUF_BACKENDS):
             raise UsageError(f"{filename}: a GGUF file runs on llama-box, not {backend}")
         read_header = _lazy("remote", "read_remote_gguf_header", "remote GGUF files")
         options = _llama_box_options(engine_args)
@@ -224,11 +231,11 @@ def _remote(
         return _llama_box(f"{source}:{repo}/{filename}", shards, options, None)
     if filename:
         raise UsageError(f"{repo}/{filename}: name a .gguf file, or the repository alone for safetensors")
-    if backend in ("llama-box", "ascend-mindie"):
+    if backend in GGUF_BACKENDS:
+        raise UsageError(f"{repo}: name the .gguf file for {backend}")
+    if backend != "auto" and not SAFETENSORS_REPORTS[backend][2]:
         raise UsageError(
-            f"{repo}: name the .gguf file for llama-box"
-            if backend == "llama-box"
-            else "remote models are estimated for llama-box and vLLM; MindIE is not supported yet"
+            f"remote models are estimated for llama-box and vLLM; {backend} is not supported yet"
         )
     read_model = _lazy("remote", "read_remote_model", "remote safetensors models")
     report_for = _lazy("vllm", "safetensors_report", "safetensors models")
