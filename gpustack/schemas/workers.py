@@ -131,6 +131,8 @@ class WorkerRegistration(BaseModel):
     # False when the worker cannot tell what it has (a GPU tool failed); state_message says why.
     healthy: bool = True
     state_message: str = Field(default="", max_length=20000)
+    # The worker's gpustack version; a server refuses one it cannot work with (utils/versions.py).
+    version: str = Field(default="", max_length=64)
 
 
 class WorkerStatusReport(BaseModel):
@@ -173,3 +175,4 @@ class WorkerRegistered(WorkerPublic):
     token only registers). Sent to the registering worker only."""
 
     credential: str
+    server_version: str = ""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from gpustack import __version__
 from gpustack.config import Config
 from gpustack.metrics.engines import EngineProcess
 from gpustack.metrics.worker import WorkerMetrics
@@ -20,6 +21,7 @@ from gpustack.utils.errors import describe_error
 from gpustack.utils.files import read_or_create, write_private
 from gpustack.utils.network import first_non_loopback_ip
 from gpustack.utils.uvicorn_server import bind_socket, make_server
+from gpustack.utils.versions import check as check_versions
 from gpustack.worker.api import create_worker_app
 from gpustack.worker.client import ServerClient, ServerError
 from gpustack.worker.detect import GPUDetection, combine, default_detectors, detect_gpus
@@ -151,10 +153,16 @@ class Worker:
                 status=report.status,
                 healthy=report.healthy,
                 state_message=report.state_message,
+                version=__version__,
             )
             try:
                 worker = await self.client.register(registration)
             except (httpx.HTTPError, ServerError) as exc:
+                if isinstance(exc, ServerError) and exc.status_code == 409:
+                    # Refused for its version: retrying soon changes nothing until someone upgrades.
+                    logger.error("%s refuses this worker: %s; retrying in 60s", self.server_url, exc)
+                    await _sleep_unless_stopped(stop, 60.0)
+                    continue
                 logger.warning(
                     "cannot register with %s yet: %s; retrying in %.0fs",
                     self.server_url,
@@ -174,6 +182,9 @@ class Worker:
                 self.name = worker.name
             self.worker_id = worker.id
             logger.info("registered as worker %s (id %d) with %s", worker.name, worker.id, self.server_url)
+            versions = check_versions(worker.server_version or "unknown", __version__, "this worker")
+            if versions.message:
+                logger.warning("%s", versions.message)
             return worker
         return None
 

@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gpustack import __version__
 from gpustack.schemas.common import PaginatedList
 from gpustack.schemas.workers import (
     WorkerPublic,
@@ -31,8 +32,9 @@ from gpustack.server.auth import (
 )
 from gpustack.server.db.retry import run_transaction
 from gpustack.server.db.tables import WorkerRow, utcnow
-from gpustack.server.errors import Forbidden
+from gpustack.server.errors import Conflict, Forbidden
 from gpustack.server.services import instances_on_worker, return_to_pending, set_worker_state
+from gpustack.utils.versions import check as compatibility
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +122,15 @@ async def _unique_name(session: AsyncSession, wanted: str, uuid: str) -> str:
 
 @router.post("/register", response_model=WorkerRegistered, dependencies=[Depends(require_registrar)])
 async def register_worker(request: Request, body: WorkerRegistration) -> WorkerRegistered:
-    """Join with the cluster token; the answer carries the worker's own credential for everything else."""
+    """Join with the cluster token; the answer carries the worker's own credential for everything else.
+    A worker whose gpustack version cannot work with this server's is refused (409), saying what to do."""
     ctx = context(request)
+    versions = compatibility(__version__, body.version, f"worker {body.name!r} ({body.ip})")
+    if not versions.compatible:
+        logger.warning("registration refused: %s", versions.message)
+        raise Conflict(versions.message)
+    if versions.message:
+        logger.warning("%s", versions.message)
     async with ctx.session() as session:
         by_name = (await session.execute(select(WorkerRow).where(WorkerRow.name == body.name))).scalar()
         name = body.name
@@ -166,6 +175,7 @@ async def register_worker(request: Request, body: WorkerRegistration) -> WorkerR
         {
             **WorkerPublic.model_validate(worker).model_dump(),
             "credential": security.worker_credential(ctx.session_secret, worker.id),
+            "server_version": __version__,
         }
     )
 
