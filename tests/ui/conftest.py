@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -57,3 +57,11 @@ async def unbuilt_server(
 ) -> AsyncIterator[RunningServer]:
     async for running in _serve(tmp_path, monkeypatch, tmp_path / "no-build"):
         yield running
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:  # type: ignore[type-arg]
+    """Lets the browser tests see whether a test failed, to keep a screenshot of the page."""
+    report = yield
+    setattr(item, "rep_" + report.when, report)
+    return report

@@ -40,17 +40,18 @@ def heartbeat_overdue(worker: WorkerRow, now: datetime, server_started_at: datet
 
 
 async def check_heartbeats(ctx: ServerContext) -> None:
-    """Workers that stopped heartbeating become not_ready (nothing new is placed on them); their
-    instances move elsewhere only when the worker has also failed its health check for longer than
-    --worker-lost-grace. A worker that is merely slow, or whose heartbeats queue behind a traffic
-    spike, keeps its engines and the streams flowing through them."""
+    """Workers that stopped heartbeating become not_ready (nothing new is placed on them) and are
+    asked at once whether they still answer. If one does not, its running instances are unreachable
+    (the gateway stops routing to them) and, after --worker-lost-grace without a heartbeat, placed
+    elsewhere. A worker that still answers (merely slow, or with heartbeats queued behind a traffic
+    spike) keeps its engines and the streams flowing through them."""
     started = datetime.fromtimestamp(ctx.started_at, timezone.utc)
     grace = ctx.config.worker_lost_grace
 
-    async def expire(session: AsyncSession) -> list[WorkerRow]:
+    async def expire(session: AsyncSession) -> list[tuple[WorkerRow, float]]:
         now = datetime.now(timezone.utc)
         workers = (await session.execute(select(WorkerRow))).scalars().all()
-        lost = []
+        silent_ones = []
         for worker in workers:
             silent = heartbeat_overdue(worker, now, started)
             if silent is None:
@@ -62,29 +63,38 @@ async def check_heartbeats(ctx: ServerContext) -> None:
                 )
                 logger.warning("worker %s is not ready: %s", worker.name, message)
                 set_worker_state(worker, WorkerState.NOT_READY, message)
-            if silent > grace and await instances_on_worker(session, worker.id, include_lent=True):
-                lost.append(worker)
-        return lost
+            if await instances_on_worker(session, worker.id, include_lent=True):
+                silent_ones.append((worker, silent))
+        return silent_ones
 
     silent_workers = await run_transaction(ctx.session, expire, what="checking heartbeats", retry_stale=True)
     if not silent_workers:
         return
     # Only a worker that does not answer either has lost its engines; one that answers is slow.
-    problems = await asyncio.gather(*(_probe(ctx, worker) for worker in silent_workers))
-    lost = {worker.id: problem for worker, problem in zip(silent_workers, problems, strict=True) if problem}
-    for worker, problem in zip(silent_workers, problems, strict=True):
-        if not problem:
-            logger.debug(
-                "worker %s misses heartbeats but answers its health check: keeping its instances", worker.name
-            )
+    problems = await asyncio.gather(*(_probe(ctx, worker) for worker, _ in silent_workers))
+    silent_and_down = []
+    for (worker, silent), problem in zip(silent_workers, problems, strict=True):
+        if problem:
+            silent_and_down.append((worker.id, silent, problem))
+        else:
+            logger.debug("worker %s misses heartbeats but answers: keeping its instances", worker.name)
 
-    async def move(session: AsyncSession) -> bool:
+    async def settle(session: AsyncSession) -> bool:
         moved = False
-        for worker_id, problem in lost.items():
+        for worker_id, silent, problem in silent_and_down:
             row = await session.get(WorkerRow, worker_id)
             if row is None or row.state != WorkerState.NOT_READY.value:
                 continue  # it came back meanwhile
             instances = await instances_on_worker(session, row.id, include_lent=True)
+            if silent <= grace:
+                for instance in instances:
+                    if instance.state == ModelInstanceState.RUNNING.value:
+                        set_instance_state(
+                            instance,
+                            ModelInstanceState.UNREACHABLE,
+                            f"worker {row.name} is not ready and does not answer: {problem}",
+                        )
+                continue
             for instance in instances:
                 return_to_pending(
                     instance,
@@ -96,9 +106,9 @@ async def check_heartbeats(ctx: ServerContext) -> None:
                 logger.warning("worker %s is lost (%s); its instances are placed again", row.name, problem)
         return moved
 
-    if not lost:
+    if not silent_and_down:
         return
-    if await run_transaction(ctx.session, move, what="moving a lost worker's instances", retry_stale=True):
+    if await run_transaction(ctx.session, settle, what="settling silent workers", retry_stale=True):
         ctx.schedule_wanted.set()  # the instances it held are pending again
 
 
