@@ -24,7 +24,8 @@ FIRST_CHUNK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 
 _HEAD_BYTES = 4096
 _TAIL_BYTES = 8192
 # The object may hold one level of nested objects (llama.cpp: "prompt_tokens_details": {...}).
-_USAGE = re.compile(rb'"usage"\s*:\s*\{((?:[^{}]|\{[^{}]*\})*)\}')
+_USAGE_KEY = b'"usage"'
+_USAGE = re.compile(rb'"usage"\s*:\s*\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}')
 _PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 _BROKE_OFF = b"upstream_broke_off"  # the error event the relay appends when an engine stops mid-stream
@@ -51,11 +52,17 @@ def find_usage(head: bytes, tail: bytes) -> Usage | None:
     Streams carry it in their last event (with stream_options.include_usage); JSON bodies put it last
     or, for some engines' embeddings, first. The innermost-object pattern never parses a whole body."""
     found = None
-    for match in _USAGE.finditer(tail):
-        found = match.group(1)  # the last one: a stream's final event
-    if found is None:
-        first = _USAGE.search(head)
-        found = first.group(1) if first else None
+    # bytes.rfind/find run in C; the pattern is tried only where the key is.
+    position = tail.rfind(_USAGE_KEY)
+    while position != -1 and found is None:  # the last one: a stream's final event
+        match = _USAGE.match(tail, position)
+        found = match.group(1) if match else None
+        position = tail.rfind(_USAGE_KEY, 0, position)
+    position = head.find(_USAGE_KEY) if found is None else -1
+    while position != -1 and found is None:
+        match = _USAGE.match(head, position)
+        found = match.group(1) if match else None
+        position = head.find(_USAGE_KEY, position + 1)
     if found is None:
         return None
     prompt = _PROMPT.search(found)
