@@ -75,4 +75,6 @@ log "test model: $GGUF"
 if ! PYTHON="$PY" bash "$ROOT/scripts/install-speech.sh" --sound-tools >/dev/null; then
     log "warning: the speech engine was not prepared (above); its tests will skip, or fail in CI"
 fi
+# The web UI (ui/ → gpustack/server/static/): npm ci and a Vite build, skipped when nothing changed.
+PYTHON="$PY" bash "$ROOT/scripts/build-ui.sh"
 log "done; activate with: source .venv/bin/activate"

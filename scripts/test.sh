@@ -16,6 +16,7 @@ log() { echo "test.sh: $*" >&2; }
 
 t0=$SECONDS
 bash scripts/setup.sh
+bash scripts/install-chromium.sh  # Debian's chromium for the web UI's browser tests
 log "setup took $((SECONDS - t0)) s"
 
 # Work inside the venv: its python, and its bin/ (gpustack, llama-server, ...) first on PATH.

@@ -41,7 +41,9 @@ def _engine_available() -> bool:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIServer]:
-    require_or_skip(importlib.util.find_spec("playwright") is not None, "playwright (pip install -e '.[test]')")
+    require_or_skip(
+        importlib.util.find_spec("playwright") is not None, "playwright (pip install -e '.[test]')"
+    )
     require_or_skip(chromium_path() is not None, "Debian's chromium (apt-get install chromium)")
     require_or_skip(ui_built(), "the web UI's build (scripts/setup.sh, or cd ui && npm ci && npm run build)")
     require_or_skip(_engine_available(), "llama.cpp's server (scripts/install-llama-cpp.sh)")
@@ -77,15 +79,19 @@ def page(browser: BrowserContext, server: UIServer, watched: Watched) -> Page:
     # A failed request is the test's business (a 401 before login, a 404 for an API this server lacks).
     page.on(
         "console",
-        lambda message: watched.errors.append(message.text)
-        if message.type == "error" and not message.text.startswith("Failed to load resource")
-        else None,
+        lambda message: (
+            watched.errors.append(message.text)
+            if message.type == "error" and not message.text.startswith("Failed to load resource")
+            else None
+        ),
     )
     page.on(
         "request",
-        lambda request: None
-        if request.url.startswith((server.url, "data:", "blob:"))
-        else watched.elsewhere.append(request.url),
+        lambda request: (
+            None
+            if request.url.startswith((server.url, "data:", "blob:"))
+            else watched.elsewhere.append(request.url)
+        ),
     )
     return page
 
@@ -95,7 +101,10 @@ def screenshot_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed and "page" in request.fixturenames:
-        print("screenshot of the failure:", shoot(request.getfixturevalue("page"), f"failed-{request.node.name}"))
+        print(
+            "screenshot of the failure:",
+            shoot(request.getfixturevalue("page"), f"failed-{request.node.name}"),
+        )
         print("errors in the page:", request.getfixturevalue("watched").errors)
 
 
@@ -112,7 +121,9 @@ def _state_tag(page: Page, instance_prefix: str) -> Locator:
     return page.locator(f'[data-testid^="instance-state-{instance_prefix}-"]').first
 
 
-def test_first_login_forces_a_password_change_then_logout_and_login_again(page: Page, server: UIServer) -> None:
+def test_first_login_forces_a_password_change_then_logout_and_login_again(
+    page: Page, server: UIServer
+) -> None:
     from playwright.sync_api import expect
 
     page.goto(server.url + "/")

@@ -6,9 +6,10 @@ import { lazy, Suspense, type ReactNode } from "react";
 import { Navigate, Route, Routes, useLocation } from "react-router";
 import { useAuth } from "./auth/AuthProvider";
 import ErrorBoundary from "./components/ErrorBoundary";
-import AppLayout from "./layout/AppLayout";
 import Login from "./pages/Login";
 
+// The frame (menus) loads after the login, so the login page is all a first visit downloads.
+const AppLayout = lazy(() => import("./layout/AppLayout"));
 const Dashboard = lazy(() => import("./pages/Dashboard"));
 const Models = lazy(() => import("./pages/models/Models"));
 const DeployModel = lazy(() => import("./pages/deploy/DeployModel"));
@@ -40,6 +41,7 @@ export default function App() {
   }
   const home = user?.is_admin ? "/dashboard" : "/playground";
   return (
+    <Suspense fallback={loading}>
     <AppLayout>
       <ErrorBoundary resetKey={location.pathname}>
       <Suspense fallback={loading}>
@@ -62,5 +64,6 @@ export default function App() {
       </Suspense>
       </ErrorBoundary>
     </AppLayout>
+    </Suspense>
   );
 }

@@ -6,7 +6,6 @@ import {
   ClusterOutlined,
   DashboardOutlined,
   DownOutlined,
-  GlobalOutlined,
   KeyOutlined,
   LogoutOutlined,
   MessageOutlined,
@@ -17,27 +16,10 @@ import { Button, Dropdown, Layout, Menu, Space, Typography, type MenuProps } fro
 import type { ReactNode } from "react";
 import { useLocation, useNavigate } from "react-router";
 import { useAuth } from "../auth/AuthProvider";
-import { LANGS, useI18n } from "../i18n";
+import LanguageSwitch from "../components/LanguageSwitch";
+import { useI18n } from "../i18n";
 
 const { Header, Sider, Content } = Layout;
-
-export function LanguageSwitch() {
-  const { lang, setLang } = useI18n();
-  const current = LANGS.find((item) => item.value === lang)!;
-  return (
-    <Dropdown
-      menu={{
-        selectedKeys: [lang],
-        items: LANGS.map((item) => ({ key: item.value, label: item.label })),
-        onClick: ({ key }) => setLang(key as typeof lang),
-      }}
-    >
-      <Button type="text" icon={<GlobalOutlined />} data-testid="language-switch">
-        {current.label}
-      </Button>
-    </Dropdown>
-  );
-}
 
 export default function AppLayout({ children }: { children: ReactNode }) {
   const { t } = useI18n();

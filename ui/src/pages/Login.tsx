@@ -6,7 +6,7 @@ import { useState } from "react";
 import { describe } from "../api/http";
 import { useAuth } from "../auth/AuthProvider";
 import { useT } from "../i18n";
-import { LanguageSwitch } from "../layout/AppLayout";
+import LanguageSwitch from "../components/LanguageSwitch";
 
 const MIN_PASSWORD = 8;
 
