@@ -75,6 +75,14 @@ log "test model: $GGUF"
 if ! PYTHON="$PY" bash "$ROOT/scripts/install-speech.sh" --sound-tools >/dev/null; then
     log "warning: the speech engine was not prepared (above); its tests will skip, or fail in CI"
 fi
+# vLLM's CPU build with Ray (a wheel cache and a venv in ~/.cache/gpustack-build/vllm/) and its test
+# models (safetensors, built there once): ~3.5 min the first time, under a second when cached.
+if [[ "$(uname -s)" == Linux ]]; then
+    if ! PYTHON="$PY" bash "$ROOT/scripts/install-vllm.sh" >/dev/null ||
+        ! "$PY" -m tests.fixtures.safetensors_model >/dev/null; then
+        log "warning: vLLM or its test models were not prepared (above); their tests will skip, or fail in CI"
+    fi
+fi
 # The web UI (ui/ → gpustack/server/static/): npm ci and a Vite build, skipped when nothing changed.
 PYTHON="$PY" bash "$ROOT/scripts/build-ui.sh"
 log "done; activate with: source .venv/bin/activate"
