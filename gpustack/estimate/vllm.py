@@ -160,7 +160,7 @@ def parse_flags(
                 raise ValueError(f"{flag} needs a value")
             try:
                 setattr(target, attr, convert(value))
-            except ValueError as exc:
+            except (ValueError, ArithmeticError) as exc:  # ArithmeticError: 1e400k, too large to hold
                 raise ValueError(f"{flag}: invalid value {value!r} ({exc})") from None
 
 

@@ -109,7 +109,7 @@ def _size(value: object) -> object:
         if text.endswith(suffix):
             try:
                 return int(float(text[: -len(suffix)]) * factor)
-            except ValueError:
+            except (ValueError, OverflowError):  # not a number, or inf: pydantic then says what it wants
                 break
     return value
 
@@ -117,6 +117,12 @@ def _size(value: object) -> object:
 def _check_health_path(value: str) -> str:
     if not value.startswith("/") or any(c.isspace() or c in "\x00#" for c in value):
         raise ValueError(f"health_path must be a URL path starting with /, such as /health; got {value!r}")
+    return value
+
+
+def _check_run_command(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("run_command contains a NUL character, which no command line can hold")
     return value
 
 
@@ -149,8 +155,10 @@ class GPUSelector(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-Size = Annotated[int, BeforeValidator(_size), Field(ge=0)]
+MAX_SIZE = 1 << 60  # an exbibyte: beyond any machine, and within every database's integers
+Size = Annotated[int, BeforeValidator(_size), Field(ge=0, le=MAX_SIZE)]
 HealthPath = Annotated[str, Field(max_length=255), AfterValidator(_check_health_path)]
+RunCommand = Annotated[str, Field(max_length=16 * 1024), AfterValidator(_check_run_command)]
 # A version names a folder and a file (<backend>_<version>): no separators, no leading dot.
 BackendVersion = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")]
 
@@ -178,7 +186,7 @@ class ModelSpec(BaseModel):
     # backend custom: the command that starts the engine, with {model_path} {port} {host} {model_name}
     # {gpu_indexes} filled in (upstream GPUStack 2.x's field), where it answers readiness, what it serves,
     # and what it holds (None: nothing).
-    run_command: str | None = Field(default=None, max_length=16 * 1024)
+    run_command: RunCommand | None = None
     health_path: HealthPath | None = None
     routes: list[OpenAIRoute] | None = None
     resources: StatedResources | None = None
@@ -201,7 +209,7 @@ def check_source_fields(spec: ModelSpec) -> None:
     backend.check_spec(spec)
     try:
         backend.parse_options(spec.backend_parameters)
-    except ValueError as exc:
+    except (ValueError, ArithmeticError) as exc:  # ArithmeticError: a number too large to hold
         raise ValueError(f"backend_parameters: {exc}") from None
 
 
@@ -235,7 +243,7 @@ class ModelUpdate(BaseModel):
     local_path: LocalPath | None = None
     backend_version: BackendVersion | None = None
     backend_parameters: ParametersInput | None = None
-    run_command: str | None = Field(default=None, max_length=16 * 1024)
+    run_command: RunCommand | None = None
     health_path: HealthPath | None = None
     routes: list[OpenAIRoute] | None = None
     resources: StatedResources | None = None

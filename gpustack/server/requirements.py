@@ -69,7 +69,7 @@ class Requirements:
             raise EstimateError(str(exc)) from None
         try:
             options = backend.parse_options(spec.backend_parameters)
-        except ValueError as exc:
+        except (ValueError, ArithmeticError) as exc:
             raise EstimateError(f"backend parameters: {exc}") from None
         try:
             requirement = backend.requirement(spec, options, self.ray_enabled)

@@ -321,7 +321,7 @@ class ServeManager:
             check_environment(spec.env)
             backend.check_spec(spec)
             options = backend.parse_options(spec.backend_parameters)
-        except ValueError as exc:
+        except (ValueError, ArithmeticError) as exc:
             # Stored before the API checked them: say what to change rather than fail to exec forever.
             await self._fail(
                 engine,

@@ -155,6 +155,8 @@ def test_a_custom_template_is_filled_in_per_argument_and_the_parameters_follow()
         ({"run_command": CUSTOM, "backend_version": "1.0"}, "backend_version does not apply"),
         ({"run_command": CUSTOM, "resources": {"gpus": 2}}, "less than or equal to 1"),
         ({"run_command": CUSTOM, "resources": {"ram": "lots"}}, "ram"),
+        ({"run_command": CUSTOM, "resources": {"vram": "1e400GiB"}}, "vram"),
+        ({"run_command": CUSTOM + " \x00"}, "NUL character"),
         ({"run_command": CUSTOM, "health_path": "health"}, "health_path must be a URL path"),
         ({"run_command": CUSTOM, "routes": ["chat"]}, "routes"),
     ],
@@ -183,3 +185,15 @@ def test_a_custom_model_claims_what_its_user_states() -> None:
     assert (
         isinstance(nothing, SingleDeviceNeed) and nothing.gpu_types == frozenset() and nothing.ram_on_cpu == 0
     )
+
+
+def test_a_number_too_large_for_any_engine_is_a_clear_error_not_a_crash() -> None:
+    with pytest.raises(ValueError, match="backend_parameters: .*--max-model-len"):
+        ModelCreate.model_validate(
+            {
+                "name": "v",
+                "backend": "vllm",
+                "local_path": "/m",
+                "backend_parameters": ["--max-model-len=1e400k"],
+            }
+        )
