@@ -169,6 +169,29 @@ async def cluster_status(ray: Path, head: RayNodeSpec) -> str:
     return (await asyncio.wait_for(status.communicate(), 60))[0].decode()
 
 
+DRIVER = """
+import ray
+ray.init()
+@ray.remote(num_cpus=1)
+def node():
+    import time
+    time.sleep(1)
+    return ray.get_runtime_context().get_node_id()
+print(len(set(ray.get([node.remote(), node.remote()]))))
+"""
+
+
+async def tasks_ran_on_nodes(ray: Path, head: RayNodeSpec) -> int:
+    driver = await asyncio.create_subprocess_exec(
+        str(ray.with_name("python")), "-c", DRIVER,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **vllm_driver_environment(head)},
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(driver.communicate(), 120)
+    assert driver.returncode == 0, err.decode()[-3000:]
+    return int(out.decode().split()[-1])
+
+
 def active_nodes(status: str) -> int:
     if "Active:" not in status:
         return 0
@@ -207,6 +230,9 @@ async def test_head_and_worker_node_form_one_cluster_on_loopback_and_stop_leavin
             output = await cluster_status(ray, head.spec)
         assert active_nodes(output) == 2, output
         assert "2.0 CPU" in output
+        # A driver as vLLM's would be (RAY_ADDRESS and the token from vllm_driver_environment) gets a
+        # task run on each node: the raylets and object managers really talk over loopback.
+        assert await tasks_ran_on_nodes(ray, head.spec) == 2
 
         pids = {process.pid for node in (head, worker) for process in node_processes(node)}
         listening = [
