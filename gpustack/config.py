@@ -392,6 +392,23 @@ FLAGS: tuple[Flag, ...] = (
         "Bearer token that Prometheus sends to read /metrics (server and worker); an admin API key works "
         "too. Prefer GPUSTACK_METRICS_TOKEN or the config file: other local users can see a command line.",
     ),
+    Flag(
+        "huggingface_token",
+        _parse_str,
+        "Token for private and gated Hugging Face repositories (HF_TOKEN works too). Prefer "
+        "GPUSTACK_HUGGINGFACE_TOKEN or the config file: other local users can see a command line.",
+    ),
+    Flag(
+        "ollama_library_base_url",
+        _parse_url,
+        "Registry of the Ollama library that models are pulled from.",
+        "https://registry.ollama.ai",
+    ),
+    Flag(
+        "model_catalog_file",
+        _parse_path,
+        "YAML file of models offered for one-click deployment, instead of the built-in catalog.",
+    ),
     Flag("resources", _parse_resources, "Virtual GPU devices (config file only).", None, cli=False),
 )
 
@@ -434,6 +451,9 @@ class Config:
     disable_metrics: bool = False
     worker_metrics_port: int = 10151
     metrics_token: str | None = None
+    huggingface_token: str | None = None
+    ollama_library_base_url: str = "https://registry.ollama.ai"
+    model_catalog_file: str | None = None
     resources: list[GPUDevice] = field(default_factory=list)
 
     @property
@@ -447,7 +467,7 @@ class Config:
 
 def _shown(name: str, raw: Any) -> str:
     """How a rejected value is echoed back: secrets are not."""
-    if name in ("token", "bootstrap_password", "metrics_token"):
+    if name in ("token", "bootstrap_password", "metrics_token", "huggingface_token"):
         return "a value (hidden)"
     if name == "database_url":
         return repr(re.sub(r"://[^@/]*@", "://***@", str(raw)))

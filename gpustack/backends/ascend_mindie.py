@@ -15,13 +15,14 @@ from typing import Any
 
 from gpustack.backends.base import Command, Launch, PipPackage, Probe, Requirement
 from gpustack.backends.devices import visible_env
-from gpustack.backends.fields import refuse_custom_fields, require_model_directory
+from gpustack.backends.fields import reader_of, refuse_custom_fields, require_model_directory
 from gpustack.backends.parallel import engine_max_len, read_model
 from gpustack.estimate.mindie import MindieOptions, estimate_mindie, parse_mindie_options
 from gpustack.scheduler.needs import mindie_need
 from gpustack.schemas.models import ModelSpec
 from gpustack.schemas.placement import ParallelLayout
 from gpustack.schemas.routes import TEXT_GENERATION, OpenAIRoute
+from gpustack.sources.base import ModelReader
 
 DEFAULT_MAX_SEQ_LEN = 8192  # the FAQ's --max-seq-len default
 CONFIG_FILE = "config.json"
@@ -47,8 +48,10 @@ class AscendMindie:
     def parse_options(self, parameters: list[str]) -> MindieOptions:
         return parse_mindie_options(parameters)
 
-    def requirement(self, spec: ModelSpec, options: MindieOptions, ray: bool) -> Requirement:
-        estimate = estimate_mindie(read_model(spec.local_path or ""), options)
+    def requirement(
+        self, spec: ModelSpec, options: MindieOptions, ray: bool, model: ModelReader | None = None
+    ) -> Requirement:
+        estimate = estimate_mindie(read_model(reader_of(spec, model)), options)
         model_max = estimate.arch.max_model_len if estimate.arch is not None else None
         max_len = engine_max_len(options.max_seq_len, estimate.max_model_len, model_max)
         need = dataclasses.replace(mindie_need(estimate, options), max_model_len=max_len)

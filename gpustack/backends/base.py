@@ -17,6 +17,7 @@ from gpustack.scheduler.request import Need
 from gpustack.schemas.models import ModelSpec
 from gpustack.schemas.placement import Layout, PlacementMode
 from gpustack.schemas.routes import OpenAIRoute
+from gpustack.sources.base import ModelReader
 
 OptionsT = TypeVar("OptionsT")
 
@@ -137,8 +138,11 @@ class Backend(Protocol[OptionsT]):
         """The backend parameters as typed options; ValueError naming the flag for a value of the wrong
         kind. Flags it does not know are passed through to the engine untouched."""
 
-    def requirement(self, spec: ModelSpec, options: OptionsT, ray: bool) -> Requirement:
-        """What the model needs, from its files' headers (reads them: call off the event loop)."""
+    def requirement(
+        self, spec: ModelSpec, options: OptionsT, ray: bool, model: ModelReader | None = None
+    ) -> Requirement:
+        """What the model needs, from its files' headers (reads them: call off the event loop). `model`
+        reads them wherever they are (gpustack/sources); None reads the local path."""
 
     def command(self, spec: ModelSpec, options: OptionsT, launch: Launch) -> Command:
         """The engine's command line and environment for this placement."""

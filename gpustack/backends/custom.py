@@ -16,8 +16,9 @@ from gpustack.backends.argv import split_items
 from gpustack.backends.base import Command, Launch, PipPackage, Probe, Requirement
 from gpustack.backends.devices import VISIBLE_DEVICES_VARIABLES, visible_env
 from gpustack.scheduler.request import SingleDeviceNeed
-from gpustack.schemas.models import ModelSpec, StatedResources
+from gpustack.schemas.models import ModelSpec, SourceEnum, StatedResources
 from gpustack.schemas.routes import TEXT_GENERATION, OpenAIRoute
+from gpustack.sources.base import ModelReader
 from gpustack.utils.units import format_bytes
 
 PLACEHOLDERS = ("model_path", "port", "host", "model_name", "gpu_indexes")
@@ -88,7 +89,7 @@ class Custom:
                 "run_command must pass {port} to the engine: the worker chooses the port it listens on "
                 f"(and {{host}}, so that it listens on loopback only), e.g. {_EXAMPLE}"
             )
-        if "model_path" in used and not spec.local_path:
+        if "model_path" in used and spec.source == SourceEnum.LOCAL_PATH and not spec.local_path:
             raise ValueError("run_command uses {model_path}: set local_path to the model's absolute path")
         if spec.backend_version is not None:
             raise ValueError(
@@ -98,7 +99,9 @@ class Custom:
     def parse_options(self, parameters: list[str]) -> CustomOptions:
         return CustomOptions()
 
-    def requirement(self, spec: ModelSpec, options: CustomOptions, ray: bool) -> Requirement:
+    def requirement(
+        self, spec: ModelSpec, options: CustomOptions, ray: bool, model: ModelReader | None = None
+    ) -> Requirement:
         stated = spec.resources or StatedResources()
         if stated.gpus:
             need = SingleDeviceNeed(

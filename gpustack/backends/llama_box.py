@@ -6,15 +6,15 @@ from gpustack.backends.argv import has_flag, split_items
 from gpustack.backends.base import Command, Launch, PipPackage, Probe, Requirement
 from gpustack.backends.devices import visible_env
 from gpustack.backends.errors import ModelUnreadable
-from gpustack.backends.fields import refuse_custom_fields, require_local_path
-from gpustack.estimate.gguf import GGUFError, read_gguf_shards
-from gpustack.estimate.gguf_mmproj import read_projector
+from gpustack.backends.fields import reader_of, refuse_custom_fields, require_gguf
+from gpustack.estimate.gguf import GGUFError
 from gpustack.estimate.llama_box import estimate_llama_box, parse_llama_box_options
 from gpustack.estimate.llama_box_options import LlamaBoxOptions, with_gpustack_defaults
 from gpustack.scheduler.request import LlamaBoxNeed
 from gpustack.schemas.models import ModelSpec
 from gpustack.schemas.placement import LayerLayout
 from gpustack.schemas.routes import TEXT_GENERATION, OpenAIRoute
+from gpustack.sources.base import ModelReader, SourceError
 
 # Every layer on the devices given: llama.cpp caps it at the model's layer count.
 ALL_LAYERS = 999
@@ -35,24 +35,21 @@ class LlamaBox:
 
     def check_spec(self, spec: ModelSpec) -> None:
         refuse_custom_fields(spec, self.name)
-        path = require_local_path(spec)
-        if not path.lower().endswith(".gguf"):
-            raise ValueError(
-                "the llama-box backend needs the absolute path of a .gguf file "
-                "(for a sharded model, the first shard, -00001-of-0000N.gguf)"
-            )
+        require_gguf(spec, self.name)
 
     def parse_options(self, parameters: list[str]) -> LlamaBoxOptions:
         """GPUStack's defaults included: the prompt cache is off (--cache-ram 0) unless the user sets it,
         in the estimate and on the command line alike."""
         return with_gpustack_defaults(parse_llama_box_options(parameters))
 
-    def requirement(self, spec: ModelSpec, options: LlamaBoxOptions, ray: bool) -> Requirement:
-        path = spec.local_path or ""
+    def requirement(
+        self, spec: ModelSpec, options: LlamaBoxOptions, ray: bool, model: ModelReader | None = None
+    ) -> Requirement:
+        reader = reader_of(spec, model)
         try:
-            shards = read_gguf_shards(path)
-            projector = read_projector(path, options.mmproj, options.no_mmproj)
-        except GGUFError as exc:
+            shards = reader.gguf_shards()
+            projector = reader.projector(options.mmproj, options.no_mmproj)
+        except (GGUFError, SourceError) as exc:
             raise ModelUnreadable(str(exc)) from None
         estimate = estimate_llama_box(shards[0], options, shards, projector=projector)
         return Requirement(LlamaBoxNeed(estimate), estimate.describe())

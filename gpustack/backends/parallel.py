@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from gpustack.backends.errors import ModelUnreadable
-from gpustack.estimate.safetensors import ModelFiles, SafetensorsError, read_local_model
+from gpustack.estimate.safetensors import ModelFiles, SafetensorsError
+from gpustack.sources.base import ModelReader, SourceError
 
 
-def read_model(path: str) -> ModelFiles:
+def read_model(reader: ModelReader) -> ModelFiles:
     try:
-        return read_local_model(path)
+        return reader.safetensors()
+    except SourceError as exc:
+        raise ModelUnreadable(str(exc)) from None
     except (SafetensorsError, OSError, ValueError) as exc:
-        raise ModelUnreadable(f"cannot read the model in {path}: {exc}") from None
+        raise ModelUnreadable(f"cannot read the model in {reader.where}: {exc}") from None
 
 
 def engine_max_len(requested: int | None, estimated: int, model_max: int | None) -> int | None:

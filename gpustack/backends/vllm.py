@@ -7,13 +7,14 @@ import dataclasses
 from gpustack.backends.argv import has_flag, split_items
 from gpustack.backends.base import Command, Launch, PipPackage, Probe, Requirement
 from gpustack.backends.devices import visible_env
-from gpustack.backends.fields import refuse_custom_fields, require_model_directory
+from gpustack.backends.fields import reader_of, refuse_custom_fields, require_model_directory
 from gpustack.backends.parallel import engine_max_len, read_model
 from gpustack.estimate.vllm import VllmOptions, estimate_vllm, parse_vllm_options, split_parameters
 from gpustack.scheduler.needs import vllm_need
 from gpustack.schemas.models import ModelSpec
 from gpustack.schemas.placement import ParallelLayout
 from gpustack.schemas.routes import OpenAIRoute
+from gpustack.sources.base import ModelReader
 
 # The module that serves the OpenAI API: vLLM's `vllm` console script fails in its CPU build, and a
 # managed environment's scripts are not needed for it.
@@ -44,8 +45,10 @@ class Vllm:
     def parse_options(self, parameters: list[str]) -> VllmOptions:
         return parse_vllm_options(parameters)
 
-    def requirement(self, spec: ModelSpec, options: VllmOptions, ray: bool) -> Requirement:
-        estimate = estimate_vllm(read_model(spec.local_path or ""), options)
+    def requirement(
+        self, spec: ModelSpec, options: VllmOptions, ray: bool, model: ModelReader | None = None
+    ) -> Requirement:
+        estimate = estimate_vllm(read_model(reader_of(spec, model)), options)
         max_len = engine_max_len(options.max_model_len, estimate.max_model_len, estimate.model_max_len)
         need = dataclasses.replace(vllm_need(estimate, options, ray), max_model_len=max_len)
         return Requirement(need, estimate.describe())

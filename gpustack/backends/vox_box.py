@@ -12,6 +12,7 @@ from gpustack.backends.fields import refuse_custom_fields, require_local_path
 from gpustack.scheduler.request import SingleDeviceNeed
 from gpustack.schemas.models import ModelSpec
 from gpustack.schemas.routes import OpenAIRoute
+from gpustack.sources.base import ModelReader, SourceError
 
 GiB = 1024**3
 
@@ -51,9 +52,17 @@ class VoxBox:
     def parse_options(self, parameters: list[str]) -> VoxBoxOptions:
         return VoxBoxOptions()
 
-    def requirement(self, spec: ModelSpec, options: VoxBoxOptions, ray: bool) -> Requirement:
+    def requirement(
+        self, spec: ModelSpec, options: VoxBoxOptions, ray: bool, model: ModelReader | None = None
+    ) -> Requirement:
         """Speech models are small; their weights plus a margin for activations, on one GPU or in RAM."""
-        weights = _weights_bytes(spec.local_path or "")
+        if model is None:
+            weights = _weights_bytes(spec.local_path or "")
+        else:
+            try:
+                weights = model.weights_bytes()
+            except SourceError as exc:
+                raise ModelUnreadable(str(exc)) from None
         vram = int(weights * 1.2) + GiB // 2
         need = SingleDeviceNeed(vram=vram, ram_on_gpu=GiB // 2, ram_on_cpu=int(weights * 1.5) + GiB)
         return Requirement(

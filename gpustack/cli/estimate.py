@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gpustack.backends.registry import backend_of
-from gpustack.estimate.gguf import GGUFHeader, read_gguf_shards, shard_paths
+from gpustack.estimate.gguf import GGUFHeader, read_gguf_shards
 from gpustack.estimate.gguf_mmproj import is_projector, read_projector
 from gpustack.estimate.llama_box import LlamaBoxEstimate, estimate_llama_box
 from gpustack.estimate.llama_box_options import LlamaBoxOptions
@@ -211,24 +211,33 @@ def _remote_ref(model: str) -> tuple[str, str, str | None] | None:
     return source, "/".join(parts[:2]), parts[2] if len(parts) > 2 else None
 
 
+def _reader(source: str, repo: str, filename: str | None) -> Any:
+    """The source's header reader (gpustack/sources), with HF_ENDPOINT, HF_TOKEN and the proxy variables."""
+    from gpustack.schemas.models import ModelSpec
+    from gpustack.sources.base import SourceSettings
+    from gpustack.sources.registry import source_of
+
+    fields = (
+        {"huggingface_repo_id": repo, "huggingface_filename": filename}
+        if source == "huggingface"
+        else {"model_scope_model_id": repo, "model_scope_file_path": filename}
+    )
+    spec = ModelSpec.model_validate({"source": source, **fields})
+    return source_of(source).reader(spec, SourceSettings.of())
+
+
 def _remote(
     source: str, repo: str, filename: str | None, engine_args: list[str], backend: str
 ) -> tuple[dict[str, Any], str]:
-    if filename and filename.endswith(".gguf"):
+    if filename and filename.endswith((".gguf", "*")):
         if backend not in ("auto", *GGUF_BACKENDS):
             raise UsageError(f"{filename}: a GGUF file runs on llama-box, not {backend}")
-        read_header = _lazy("remote", "read_remote_gguf_header", "remote GGUF files")
         options = _llama_box_options(engine_args)
-        if options.mmproj:
-            raise UsageError("--mmproj is only read from local files; estimate a local copy of the model")
+        reader = _reader(source, repo, filename)
         where = f"{source} {repo}/{filename}"
-        first = _fetch(where, read_header, repo, filename, source)
-        shards = [first]
-        count = int(first.get("split.count") or 1)
-        if count > 1:
-            names = shard_paths(filename, count)
-            shards = [first if n == filename else _fetch(where, read_header, repo, n, source) for n in names]
-        return _llama_box(f"{source}:{repo}/{filename}", shards, options, None)
+        shards = _fetch(where, reader.gguf_shards)
+        projector = _fetch(where, reader.projector, options.mmproj, options.no_mmproj)
+        return _llama_box(f"{source}:{repo}/{filename}", shards, options, projector)
     if filename:
         raise UsageError(f"{repo}/{filename}: name a .gguf file, or the repository alone for safetensors")
     if backend in GGUF_BACKENDS:
@@ -237,11 +246,11 @@ def _remote(
         raise UsageError(
             f"remote models are estimated for llama-box and vLLM; {backend} is not supported yet"
         )
-    read_model = _lazy("remote", "read_remote_model", "remote safetensors models")
     report_for = _lazy("vllm", "safetensors_report", "safetensors models")
     parse_options = _lazy("vllm", "parse_vllm_options", "safetensors models")
     options = parse_options(engine_args)
-    report: dict[str, Any] = report_for(_fetch(f"{source} {repo}", read_model, repo, source), options)
+    reader = _reader(source, repo, None)
+    report: dict[str, Any] = report_for(_fetch(f"{source} {repo}", reader.safetensors), options)
     return report, render_generic(report)
 
 

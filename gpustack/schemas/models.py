@@ -26,6 +26,9 @@ from gpustack.schemas.routes import OpenAIRoute
 
 class SourceEnum(str, Enum):
     LOCAL_PATH = "local_path"
+    HUGGING_FACE = "huggingface"
+    MODEL_SCOPE = "modelscope"
+    OLLAMA_LIBRARY = "ollama_library"
 
 
 class BackendEnum(str, Enum):
@@ -126,7 +129,16 @@ def _check_run_command(value: str) -> str:
     return value
 
 
+def _check_source_text(value: str) -> str:
+    value = value.strip()
+    if not value or any(ord(c) < 32 for c in value):
+        raise ValueError("must be a non-empty name without control characters")
+    return value
+
+
 BackendParameters = Annotated[list[str], AfterValidator(_check_parameters)]
+# A repository id, file name or pattern, or Ollama model name; each source checks its own form.
+SourceText = Annotated[str, Field(max_length=255), AfterValidator(_check_source_text)]
 Environment = Annotated[dict[str, str], AfterValidator(_check_env)]
 LocalPath = Annotated[str, AfterValidator(_check_local_path)]
 
@@ -178,8 +190,15 @@ class ModelSpec(BaseModel):
     """Fields a user sets on a model; shared by create, update and the public view."""
 
     description: str = Field(default="", max_length=2000)
+    # Where the files come from (gpustack/sources): each source reads its own fields, named as upstream
+    # GPUStack's so that its clients work; the others stay unset.
     source: SourceEnum = SourceEnum.LOCAL_PATH
     local_path: LocalPath | None = None
+    huggingface_repo_id: SourceText | None = None
+    huggingface_filename: SourceText | None = None  # a name or a pattern (*Q4_K_M.gguf) in the repository
+    model_scope_model_id: SourceText | None = None
+    model_scope_file_path: SourceText | None = None
+    ollama_library_model_name: SourceText | None = None  # qwen2.5:0.5b
     backend: BackendEnum = BackendEnum.LLAMA_BOX
     backend_version: BackendVersion | None = None
     backend_parameters: BackendParameters = Field(default_factory=list)
@@ -204,7 +223,9 @@ def check_source_fields(spec: ModelSpec) -> None:
     """Raise ValueError unless the fields the source and backend need are present and consistent, and the
     backend parameters have values of the right kind (the backend's own checks, see gpustack/backends)."""
     from gpustack.backends.registry import backend_of  # the backends import these schemas
+    from gpustack.sources.registry import check_source
 
+    check_source(spec)
     backend = backend_of(spec.backend)
     backend.check_spec(spec)
     try:
@@ -240,7 +261,13 @@ class ModelUpdate(BaseModel):
     """A partial update; fields left out keep their value."""
 
     description: str | None = Field(default=None, max_length=2000)
+    source: SourceEnum | None = None
     local_path: LocalPath | None = None
+    huggingface_repo_id: SourceText | None = None
+    huggingface_filename: SourceText | None = None
+    model_scope_model_id: SourceText | None = None
+    model_scope_file_path: SourceText | None = None
+    ollama_library_model_name: SourceText | None = None
     backend_version: BackendVersion | None = None
     backend_parameters: ParametersInput | None = None
     run_command: RunCommand | None = None

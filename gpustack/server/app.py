@@ -19,9 +19,11 @@ from gpustack.server.api import (
     api_keys,
     auth,
     backends,
+    catalog,
     evaluations,
     instances,
     metrics,
+    model_files,
     models,
     system,
     users,
@@ -87,6 +89,7 @@ def routers() -> list[APIRouter]:
     """Every router the server serves, in order (the security tests check each route's access)."""
     modules = [system, auth, users, api_keys, workers, models, instances, evaluations, worker_join, metrics]
     modules.append(backends)
+    modules += [model_files, catalog]
     return [*(module.router for module in modules), system.log_level, gateway.build_router()]
 
 

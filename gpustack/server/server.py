@@ -28,6 +28,7 @@ from gpustack.server.db.engine import create_engine, session_factory, sqlite_fil
 from gpustack.server.db.migrate import upgrade_to_head
 from gpustack.server.db.tables import UserRow
 from gpustack.server.requirements import Requirements
+from gpustack.sources.base import SourceSettings
 from gpustack.utils.data_dir import prepare_data_dir
 from gpustack.utils.files import read_or_create, write_private
 from gpustack.utils.uvicorn_server import bind_socket, make_server
@@ -95,7 +96,7 @@ class Server:
             http=http,
             cluster_token=token,
             session_secret=session_secret,
-            requirements=Requirements(ray_enabled=config.enable_ray),
+            requirements=Requirements(ray_enabled=config.enable_ray, settings=SourceSettings.of(config)),
             metrics=None if config.disable_metrics else _metrics(engine, bus),
         )
         return self.ctx

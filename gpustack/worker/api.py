@@ -17,6 +17,7 @@ from gpustack.utils.log_level_route import is_loopback, log_level_router
 from gpustack.utils.relay import WORKER_ERROR_HEADER, stream_back
 from gpustack.utils.request_log import RequestLog
 from gpustack.utils.tokens import tokens_equal
+from gpustack.worker.files.api import files_router
 from gpustack.worker.serve import ServeManager, serve_log_path, tail_lines
 
 # Request headers not passed to the engine: the hop's own, and our credentials.
@@ -95,6 +96,8 @@ def create_worker_app(credential: Callable[[], str | None], serve: ServeManager,
         if not path.exists():
             raise WorkerApiError(404, f"no log for model instance {instance_id} on this worker yet")
         return StreamingResponse(_read_log(path, tail, follow, serve, instance_id), media_type="text/plain")
+
+    app.include_router(files_router(require_token, serve.files))
 
     @app.api_route("/proxy/{path:path}", methods=["GET", "POST"], dependencies=[Depends(require_token)])
     async def proxy(request: Request, path: str) -> Response:

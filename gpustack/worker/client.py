@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from gpustack.schemas.model_files import ModelFileClaim, ModelFileStateUpdate
 from gpustack.schemas.models import ModelInstanceStateUpdate
 from gpustack.schemas.workers import WorkerRegistered, WorkerRegistration, WorkerStatusReport
 
@@ -80,6 +81,21 @@ class ServerClient:
         self._check(response)
         result: dict[str, Any] = response.json()
         return result
+
+    async def claim_model_file(self, claim: ModelFileClaim) -> dict[str, Any]:
+        """Record that this worker holds (or fetches) a model's files; the ModelFile, created if new."""
+        response = await self._http.post(
+            "/v2/model-files", json=claim.model_dump(mode="json", exclude_none=True), headers=self._auth()
+        )
+        self._check(response)
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def report_model_file(self, file_id: int, update: ModelFileStateUpdate) -> None:
+        response = await self._http.put(
+            f"/v2/model-files/{file_id}/state", json=update.model_dump(mode="json"), headers=self._auth()
+        )
+        self._check(response)
 
     async def watch_instances(self, worker_id: int) -> AsyncIterator[dict[str, Any]]:
         """Events for this worker's instances: a snapshot first, then changes (see server/api/watch.py)."""

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from gpustack.backends.argv import has_flag, split_items
 from gpustack.backends.base import ENGINE_HOST, Backend, Devices, Executable, Launch
 from gpustack.backends.devices import visible_env
 from gpustack.backends.errors import UnknownBackend
@@ -26,9 +27,12 @@ from gpustack.schemas.models import (
     ModelInstanceStateUpdate,
     ModelSpec,
     ResourceClaim,
+    SourceEnum,
 )
 from gpustack.schemas.placement import PlacementDetail, PlacementMode
 from gpustack.schemas.workers import GPUDevice
+from gpustack.sources.base import SourceSettings
+from gpustack.sources.registry import source_of
 from gpustack.utils.errors import describe_error
 from gpustack.utils.network import port_is_free
 from gpustack.worker.client import ServerClient, ServerError
@@ -36,6 +40,7 @@ from gpustack.worker.engines.inventory import Inventory
 from gpustack.worker.engines.managed import InstallFailed
 from gpustack.worker.engines.resolve import Directories, NotInstalled, resolve
 from gpustack.worker.engines.run_files import run_dir, write_run_files
+from gpustack.worker.files.manager import FileManager, FilesUnavailable
 from gpustack.worker.process import keep_previous_log, open_private_log, start_logged, terminate
 
 logger = logging.getLogger(__name__)
@@ -50,6 +55,27 @@ HEALTH_POLL_FIRST_SECONDS = 0.25
 HEALTH_POLL_MAX_SECONDS = 2.0
 # Failures of the network, the server or the machine, which their message explains without a traceback.
 _EXPECTED_FAILURES = (httpx.HTTPError, ServerError, OSError)
+
+
+# Spellings that set the same thing as a source's parameter (a user's --no-mmproj also says no projector).
+_SAME_AS = {
+    "--mmproj": ("-mm", "--no-mmproj"),
+    "--temp": ("--temperature",),
+    "--n-predict": ("-n", "--predict"),
+}
+
+
+def with_source_parameters(spec: ModelSpec, parameters: list[str]) -> ModelSpec:
+    """The model with the engine parameters its source brings (`--flag value` pairs) before the user's own,
+    leaving out those the user gives: what the user says wins."""
+    user = split_items(spec.backend_parameters)
+    added: list[str] = []
+    for flag, value in zip(parameters[::2], parameters[1::2], strict=False):
+        if not has_flag(user, flag, *_SAME_AS.get(flag, ())):
+            added += [flag, value]
+    if not added:
+        return spec
+    return spec.model_copy(update={"backend_parameters": [*added, *spec.backend_parameters]})
 
 
 def serve_log_path(log_dir: str, instance_id: int) -> Path:
@@ -127,6 +153,7 @@ class ServeManager:
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()  # held so they are not garbage-collected mid-way
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(2.0))
+        self.files = FileManager(config.cache_dir, SourceSettings.of(config), client)
 
     # ---- what the server wants
 
@@ -248,6 +275,7 @@ class ServeManager:
         for engine in list(self.engines.values()):
             engine.stopping = True
         await asyncio.gather(*(self._terminate(e, grace=5.0) for e in list(self.engines.values())))
+        await self.files.shutdown()
         await self._http.aclose()
 
     async def _send(
@@ -329,14 +357,13 @@ class ServeManager:
                 f"PUT /v2/models/{instance['model_id']}",
             )
             return
-        path = spec.local_path or ""
-        if path and not await asyncio.to_thread(os.path.exists, path):
-            await self._fail(
-                engine,
-                f"failed to load model: {path} does not exist on worker {instance['worker_name']}; "
-                "put the model at the same absolute path on every worker that may run it",
-            )
+        resolved = await self._model_files(engine, instance, spec)
+        if resolved is None:
             return
+        path, with_source = resolved
+        if with_source is not spec:  # the source's engine parameters (a projector, sampling defaults)
+            spec = with_source
+            options = backend.parse_options(spec.backend_parameters)
         devices = self._devices(instance)
         log_path = serve_log_path(self.config.log_dir, engine.instance_id)
         await asyncio.to_thread(keep_previous_log, log_path)
@@ -404,6 +431,35 @@ class ServeManager:
         await self._fail(
             engine, f"the engine exited with code {exit_code}. Last lines of {log_path}:\n{lines}"
         )
+
+    async def _model_files(
+        self, engine: RunningEngine, instance: dict[str, Any], spec: ModelSpec
+    ) -> tuple[str, ModelSpec] | None:
+        """The path the engine loads, downloaded first when the model comes from a hub (progress in the
+        instance's state); None (and the instance in error, saying why) when the files cannot be had."""
+        if spec.source == SourceEnum.LOCAL_PATH:
+            path = spec.local_path or ""
+            if path and not await asyncio.to_thread(os.path.exists, path):
+                await self._fail(
+                    engine,
+                    f"failed to load model: {path} does not exist on worker {instance['worker_name']}; "
+                    "put the model at the same absolute path on every worker that may run it",
+                )
+                return None
+            return path, spec
+
+        async def progress(message: str) -> None:
+            await self._send(engine, ModelInstanceState.DOWNLOADING, message)
+
+        what = source_of(spec.source).describe(spec)
+        if not await self._send(engine, ModelInstanceState.DOWNLOADING, f"preparing the files of {what}"):
+            return None
+        try:
+            manifest = await self.files.ensure(spec, instance["model_id"], progress)
+        except FilesUnavailable as exc:
+            await self._fail(engine, str(exc))
+            return None
+        return manifest.main, with_source_parameters(spec, manifest.parameters)
 
     async def _executable(
         self, engine: RunningEngine, backend: Backend[Any], spec: ModelSpec, devices: Devices, log_path: Path

@@ -16,6 +16,8 @@ from gpustack.cli import estimate as cli
 from gpustack.estimate.gguf import read_gguf_header
 from gpustack.estimate.llama_box import estimate_llama_box, parse_llama_box_options
 from gpustack.estimate.report import size
+from tests.conftest import free_port
+from tests.fixtures.hubs import HubState, hub_server
 
 from .test_gguf import write_model
 from .test_gguf_mmproj import write_projector
@@ -236,31 +238,27 @@ def test_remote_references(ref: str, expected: tuple[str, str, str | None] | Non
     assert cli._remote_ref(ref) == expected
 
 
-def test_remote_gguf_is_read_through_the_remote_reader(
-    model: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+def test_remote_gguf_is_read_through_the_huggingface_source(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    asked: list[tuple[str, str, str]] = []
-
-    def read_remote_gguf_header(repo: str, filename: str, source: str) -> Any:
-        asked.append((repo, filename, source))
-        return read_gguf_header(model)
-
-    fake = types.SimpleNamespace(read_remote_gguf_header=read_remote_gguf_header)
-    monkeypatch.setitem(sys.modules, "gpustack.estimate.remote", fake)
-    assert gpustack("--json", "hf:org/repo/tiny.gguf", "-c", "2048") == 0
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "tiny.gguf").write_bytes(model.read_bytes())
+    state = HubState(repos={"org/repo": str(repo)})
+    with hub_server(state) as endpoint:
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        assert gpustack("--json", "hf:org/repo/tiny.gguf", "-c", "2048") == 0
     report = json.loads(capsys.readouterr().out)
-    assert asked == [("org/repo", "tiny.gguf", "huggingface")]
     assert report["source"] == "huggingface:org/repo/tiny.gguf"
     assert report["options"]["ctx_size"] == 2048
+    assert any(r.startswith("/api/models/org/repo/revision/main") for r in state.requests)
 
 
 def test_remote_network_failure_is_one_line(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def read_remote_gguf_header(repo: str, filename: str, source: str) -> Any:
-        raise ConnectionError("connection refused")
-
-    fake = types.SimpleNamespace(read_remote_gguf_header=read_remote_gguf_header)
-    monkeypatch.setitem(sys.modules, "gpustack.estimate.remote", fake)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     assert gpustack("hf:org/repo/m.gguf") == 1
-    assert _error(capsys) == "gpustack estimate: huggingface org/repo/m.gguf: connection refused"
+    error = _error(capsys)
+    assert error.startswith("gpustack estimate: huggingface org/repo: cannot reach http://127.0.0.1:")
+    assert "\n" not in error and "HF_ENDPOINT" in error

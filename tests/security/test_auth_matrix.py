@@ -65,6 +65,13 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v2/model-instances/{instance_id}/logs"): ADMINS,
     ("POST", "/v2/model-evaluations"): ADMINS,
     ("GET", "/v2/backends"): ADMINS,
+    ("GET", "/v2/model-files"): ADMINS,
+    ("POST", "/v2/model-files"): frozenset({WORKER}),
+    ("GET", "/v2/model-files/{file_id}"): ADMINS,
+    ("DELETE", "/v2/model-files/{file_id}"): ADMINS,
+    ("PUT", "/v2/model-files/{file_id}/state"): frozenset({WORKER}),
+    ("POST", "/v2/model-files/{file_id}/retry"): ADMINS,
+    ("GET", "/v2/model-catalog"): ADMINS,
     **{("GET", f"{prefix}/{route}"): USERS for prefix in ("/v1-openai", "/v1")
        for route in ("models", "models/{model_name:path}")},
     **{("POST", f"{prefix}/{route}"): USERS for prefix in ("/v1-openai", "/v1")
@@ -147,7 +154,7 @@ async def test_each_credential_reaches_exactly_the_routes_it_may(
         # own users, keys and worker; a worker reports for itself.
         target = path.replace("{worker_id}", str(credentials.worker_id) if method != "DELETE" else "999999")
         target = target.replace("{model_name:path}", "no-such-model")
-        for name in ("user_id", "key_id", "model_id", "instance_id"):
+        for name in ("user_id", "key_id", "model_id", "instance_id", "file_id"):
             target = target.replace("{" + name + "}", "999999" if method == "DELETE" else "1")
         params = {"worker_id": credentials.worker_id} if path == "/v2/model-instances" else None
         for kind in sorted(ALL):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -22,12 +22,13 @@ from gpustack.schemas.models import (
     ResourceClaim,
     SubordinateWorker,
 )
-from gpustack.schemas.workers import SystemReserved, WorkerStatus
+from gpustack.schemas.workers import SystemReserved, WorkerState, WorkerStatus
 from gpustack.server.context import ServerContext
 from gpustack.server.db.retry import run_transaction
 from gpustack.server.db.tables import ModelInstanceRow, ModelRow, WorkerRow
-from gpustack.server.requirements import EstimateError, Requirement, Requirements
+from gpustack.server.requirements import EstimateError, Requirement, Requirements, WorkerEndpoint
 from gpustack.server.services import set_instance_state
+from gpustack.sources.registry import source_of
 from gpustack.utils.units import format_bytes
 
 logger = logging.getLogger(__name__)
@@ -107,10 +108,15 @@ class Outcome:
 
 
 async def evaluate(
-    spec: ModelSpec, name: str, workers: list[WorkerSnapshot], requirements: Requirements
+    spec: ModelSpec,
+    name: str,
+    workers: list[WorkerSnapshot],
+    requirements: Requirements,
+    endpoints: Sequence[WorkerEndpoint] = (),
 ) -> Outcome:
-    """Where the model would go now (or why nowhere). Raises EstimateError when it cannot be estimated."""
-    requirement = await requirements.of(spec)
+    """Where the model would go now (or why nowhere). Raises EstimateError when it cannot be estimated.
+    `endpoints`: the workers that may be asked for a local path the server does not have."""
+    requirement = await requirements.of(spec, endpoints)
     return Outcome(place(placement_request(spec, name, requirement), workers), requirement)
 
 
@@ -128,7 +134,62 @@ def describe_cluster(workers: list[WorkerSnapshot]) -> str:
     return "; ".join(parts) or "no workers"
 
 
+async def _endpoints(ctx: ServerContext, session: AsyncSession) -> list[WorkerEndpoint]:
+    """The ready workers, to ask for a local path's headers when the server lacks the file."""
+    rows = await session.execute(select(WorkerRow).where(WorkerRow.state == WorkerState.READY.value))
+    return [
+        WorkerEndpoint(w.name, f"http://{w.ip}:{w.port}", ctx.worker_credential(w.id)) for w in rows.scalars()
+    ]
+
+
+async def analyze_pending(ctx: ServerContext, requirements: Requirements) -> list[WorkerEndpoint]:
+    """Read the headers of models whose pending instances wait for an estimate that is not known yet,
+    with those instances `analyzing` meanwhile (a hub's headers take seconds); the placement round then
+    finds the estimates cached. Returns the worker endpoints used."""
+    waiting = (ModelInstanceState.PENDING.value, ModelInstanceState.ANALYZING.value)
+    async with ctx.session() as session:
+        rows = (
+            await session.execute(
+                select(ModelInstanceRow.id, ModelRow)
+                .join(ModelRow, ModelRow.id == ModelInstanceRow.model_id)
+                .where(ModelInstanceRow.state.in_(waiting))
+            )
+        ).all()
+        if not rows:
+            return []
+        endpoints = await _endpoints(ctx, session)
+    models: dict[int, tuple[ModelSpec, str, list[int]]] = {}
+    for instance_id, model in rows:
+        if model.id not in models:
+            try:
+                spec = ModelSpec.model_validate(model, from_attributes=True)
+            except ValueError:
+                continue  # the placement round says what is wrong with it
+            models[model.id] = (spec, model.name, [])
+        models[model.id][2].append(instance_id)
+    for spec, name, ids in models.values():
+        if requirements.known(spec):
+            continue
+        what = source_of(spec.source).describe(spec) or name
+        message = f"reading the headers of {what} to estimate the memory it needs"
+
+        async def mark(session: AsyncSession, ids: list[int] = ids, message: str = message) -> None:
+            for row in (
+                await session.execute(select(ModelInstanceRow).where(ModelInstanceRow.id.in_(ids)))
+            ).scalars():
+                if row.state in waiting:
+                    set_instance_state(row, ModelInstanceState.ANALYZING, message)
+
+        await run_transaction(ctx.session, mark, what="marking instances analyzing", retry_stale=True)
+        try:
+            await requirements.of(spec, endpoints)
+        except EstimateError as exc:
+            logger.info("model %s cannot be estimated: %s", name, exc)
+    return endpoints
+
+
 async def schedule_pending(ctx: ServerContext, requirements: Requirements) -> None:
+    endpoints = await analyze_pending(ctx, requirements)
     outcomes: list[str] = []
     started = time.perf_counter()
 
@@ -138,7 +199,11 @@ async def schedule_pending(ctx: ServerContext, requirements: Requirements) -> No
             (
                 await session.execute(
                     select(ModelInstanceRow)
-                    .where(ModelInstanceRow.state == ModelInstanceState.PENDING.value)
+                    .where(
+                        ModelInstanceRow.state.in_(
+                            [ModelInstanceState.PENDING.value, ModelInstanceState.ANALYZING.value]
+                        )
+                    )
                     .order_by(ModelInstanceRow.id)
                 )
             )
@@ -156,7 +221,7 @@ async def schedule_pending(ctx: ServerContext, requirements: Requirements) -> No
         for instance in pending:
             model = models.get(instance.model_id)
             if model is not None:
-                outcomes.append(await _schedule_one(instance, model, workers, requirements))
+                outcomes.append(await _schedule_one(instance, model, workers, requirements, endpoints))
 
     # An instance changed while the round ran (a worker's report, a deletion): run it again on fresh reads.
     await run_transaction(ctx.session, schedule, what="placing pending instances", retry_stale=True)
@@ -167,12 +232,16 @@ async def schedule_pending(ctx: ServerContext, requirements: Requirements) -> No
 
 
 async def _schedule_one(
-    instance: ModelInstanceRow, model: ModelRow, workers: list[WorkerSnapshot], requirements: Requirements
+    instance: ModelInstanceRow,
+    model: ModelRow,
+    workers: list[WorkerSnapshot],
+    requirements: Requirements,
+    endpoints: Sequence[WorkerEndpoint] = (),
 ) -> str:
     """Place one pending instance, or say why it stays pending; returns the outcome for the metrics."""
     spec = ModelSpec.model_validate(model, from_attributes=True)
     try:
-        outcome = await evaluate(spec, model.name, workers, requirements)
+        outcome = await evaluate(spec, model.name, workers, requirements, endpoints)
     except EstimateError as exc:
         logger.debug("model instance %s: cannot estimate model %s: %s", instance.name, model.name, exc)
         _set_pending_message(instance, str(exc))
@@ -224,6 +293,8 @@ async def _schedule_one(
 
 def _set_pending_message(instance: ModelInstanceRow, message: str) -> None:
     first_line = message.partition("\n")[0]
+    if instance.state == ModelInstanceState.ANALYZING.value:
+        set_instance_state(instance, ModelInstanceState.PENDING, instance.state_message)
     if instance.state_message == message:
         logger.debug("model instance %s stays pending, for the same reason: %s", instance.name, first_line)
         return

@@ -8,15 +8,17 @@ from pydantic import BaseModel
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from gpustack.schemas.model_files import ModelFilePublic
 from gpustack.schemas.models import ModelInstancePublic, ModelPublic
 from gpustack.schemas.workers import WorkerPublic
 from gpustack.server.bus import Event, EventBus, EventType
-from gpustack.server.db.tables import ApiKeyRow, ModelInstanceRow, ModelRow, UserRow, WorkerRow
+from gpustack.server.db.tables import ApiKeyRow, ModelFileRow, ModelInstanceRow, ModelRow, UserRow, WorkerRow
 
 _PUBLIC_VIEWS: dict[type, type[BaseModel] | None] = {
     WorkerRow: WorkerPublic,
     ModelRow: ModelPublic,
     ModelInstanceRow: ModelInstancePublic,
+    ModelFileRow: ModelFilePublic,
     UserRow: None,
     ApiKeyRow: None,
 }

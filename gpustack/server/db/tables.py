@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -119,6 +131,12 @@ class ModelRow(Timestamped, Base):
     description: Mapped[str] = mapped_column(Text, default="", nullable=False)
     source: Mapped[str] = mapped_column(String(32), nullable=False)
     local_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # the other sources' fields (migration 0006)
+    huggingface_repo_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    huggingface_filename: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    model_scope_model_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    model_scope_file_path: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    ollama_library_model_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     backend: Mapped[str] = mapped_column(String(32), nullable=False)
     backend_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
     backend_parameters: Mapped[list[str]] = mapped_column(JSON, default=list, nullable=False)
@@ -170,3 +188,36 @@ class ModelInstanceRow(Timestamped, Base):
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
 
     __mapper_args__ = {"version_id_col": version}
+
+
+class ModelFileRow(Timestamped, Base):
+    """One copy of a model's files on one worker (migration 0006): kept when its models are deleted."""
+
+    __tablename__ = "model_files"
+    __table_args__ = (
+        UniqueConstraint("worker_id", "cache_key", name="uq_model_files_worker_key"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    worker_id: Mapped[int] = mapped_column(
+        ForeignKey("workers.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    worker_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    cache_key: Mapped[str] = mapped_column(String(512), nullable=False)
+    source: Mapped[str] = mapped_column(String(32), nullable=False)
+    local_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    huggingface_repo_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    huggingface_filename: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    model_scope_model_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    model_scope_file_path: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    ollama_library_model_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    state: Mapped[str] = mapped_column(String(32), nullable=False)
+    state_message: Mapped[str] = mapped_column(Text, default="", nullable=False)
+    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    downloaded_bytes: Mapped[int] = mapped_column(BigInteger, default=0, nullable=False)
+    download_speed: Mapped[int] = mapped_column(BigInteger, default=0, nullable=False)  # bytes per second
+    download_progress: Mapped[float] = mapped_column(Float, default=0.0, nullable=False)  # percent
+    resolved_paths: Mapped[list[str]] = mapped_column(JSON, default=list, nullable=False)
+    model_names: Mapped[list[str]] = mapped_column(JSON, default=list, nullable=False)
+

@@ -1,0 +1,1 @@
+"""Model sources, one module each behind one protocol (base.ModelSource) and one registry."""
