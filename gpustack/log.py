@@ -56,7 +56,9 @@ def setup_logging(debug: bool) -> None:
     root.handlers[:] = [handler]
     set_level("debug" if debug else "info")
     # Third-party loggers are chatty at debug; they follow our level only from warning up.
-    for noisy in ("httpx", "httpcore", "aiosqlite", "asyncio", "multipart", "alembic", "uvicorn.error"):
+    noisy_loggers = ("httpx", "httpcore", "aiosqlite", "asyncio", "multipart", "alembic", "uvicorn.error")
+    # huggingface_hub's HTTP client (httpx2) logs every request at info
+    for noisy in (*noisy_loggers, "httpx2", "httpcore2", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     quiet_already_logged()
 
