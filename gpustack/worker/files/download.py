@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -70,6 +71,20 @@ def _hash_existing(path: Path, digest: hashlib._Hash, progress: Progress) -> int
     return size
 
 
+@dataclass
+class _Part:
+    """The `.part` on disk: its length and the hash of those bytes, kept equal as blocks are written, so
+    that a request that fails midway leaves both true for the next one."""
+
+    path: Path
+    have: int = 0
+    digest: Any = field(default_factory=hashlib.sha256)
+
+    def reset(self, progress: Progress) -> None:
+        progress.add(-self.have)
+        self.have, self.digest = 0, hashlib.sha256()
+
+
 def download_file(
     file: RemoteFile, target: Path, http: httpx.Client, progress: Progress, environ: Mapping[str, str]
 ) -> None:
@@ -77,76 +92,63 @@ def download_file(
     if target.is_file() and (file.size is None or target.stat().st_size == file.size):
         progress.add(target.stat().st_size)
         return
-    part = target.with_name(target.name + PART_SUFFIX)
-    digest = hashlib.sha256()
-    have = _hash_existing(part, digest, progress) if part.is_file() else 0
-    if file.size is not None and have > file.size:
-        part.unlink()
-        digest, have = hashlib.sha256(), 0
-    progress.add(have)
+    part = _Part(target.with_name(target.name + PART_SUFFIX))
+    if part.path.is_file():
+        part.have = _hash_existing(part.path, part.digest, progress)
+        progress.add(part.have)
+        if file.size is not None and part.have > file.size:
+            part.reset(progress)
     failures = 0
-    while file.size is None or have < file.size:
-        before = have
+    while True:
+        before = part.have
         try:
-            have, digest, finished = _fetch(file, part, http, progress, have, digest)
+            if _fetch(file, part, http, progress):
+                break
         except httpx.HTTPError as exc:
             if progress.cancelled.is_set():
                 raise Cancelled(f"{file.name}: stopped") from None
-            failures = 0 if have > before else failures + 1
+            failures = 0 if part.have > before else failures + 1
             if failures > RETRIES:
                 route = describe_proxy(proxy_for(file.url, environ))
                 raise DownloadError(
                     f"{file.name}: the connection failed {failures} times without progress "
-                    f"({type(exc).__name__}: {exc}; connection: {route}); {have} bytes are kept and the "
-                    "next attempt resumes from there"
+                    f"({type(exc).__name__}: {exc}; connection: {route}); {part.have} bytes are kept and "
+                    "the next attempt resumes from there"
                 ) from None
             time.sleep(RETRY_PAUSE_SECONDS)
-            continue
-        if finished:
-            break
-    if file.sha256 is not None and digest.hexdigest() != file.sha256.lower():
-        part.unlink(missing_ok=True)
-        progress.add(-have)
+    if file.sha256 is not None and part.digest.hexdigest() != file.sha256.lower():
+        part.path.unlink(missing_ok=True)
+        progress.add(-part.have)
         raise DownloadError(
-            f"{file.name}: checksum mismatch (sha256 {digest.hexdigest()}, the hub says {file.sha256}); "
+            f"{file.name}: checksum mismatch (sha256 {part.digest.hexdigest()}, the hub says {file.sha256}); "
             "the damaged copy was removed and the next attempt downloads it again"
         )
-    os.replace(part, target)
+    os.replace(part.path, target)
 
 
-def _fetch(
-    file: RemoteFile,
-    part: Path,
-    http: httpx.Client,
-    progress: Progress,
-    have: int,
-    digest: hashlib._Hash,
-) -> tuple[int, hashlib._Hash, bool]:
-    """One request from byte `have` on; (bytes on disk, hash so far, whether the file is complete)."""
+def _fetch(file: RemoteFile, part: _Part, http: httpx.Client, progress: Progress) -> bool:
+    """One request from the end of the part on; whether the file is complete."""
     headers = dict(file.headers)
-    if have:
-        headers["Range"] = f"bytes={have}-"
+    if part.have:
+        headers["Range"] = f"bytes={part.have}-"
     with http.stream("GET", file.url, headers=headers) as response:
-        if response.status_code == 416 and have and file.size in (None, have):
-            return have, digest, True
-        if response.status_code == 200 and have:
-            # The server ignored the range: start over rather than append the beginning again.
-            progress.add(-have)
-            digest, have = hashlib.sha256(), 0
+        if response.status_code == 416 and part.have and file.size in (None, part.have):
+            return True
+        if response.status_code == 200 and part.have:
+            part.reset(progress)  # the server ignored the range: start over rather than append again
         elif response.status_code not in (200, 206):
             raise DownloadError(_status_message(file, response.status_code))
-        with open(part, "r+b" if have else "wb") as out:
-            out.seek(have)
+        with open(part.path, "r+b" if part.have else "wb") as out:
+            out.seek(part.have)
             out.truncate()
-            for block in response.iter_bytes(BLOCK):
+            for block in response.iter_bytes():  # as received: a drop loses only what is in flight
                 if progress.cancelled.is_set():
                     raise Cancelled(f"{file.name}: stopped")
                 out.write(block)
-                digest.update(block)
-                have += len(block)
+                part.digest.update(block)
+                part.have += len(block)
                 progress.add(len(block), len(block))
-    complete = file.size is None or have >= file.size
-    return have, digest, complete
+    return file.size is None or part.have >= file.size
 
 
 def _status_message(file: RemoteFile, status: int) -> str:
