@@ -199,6 +199,38 @@ def _parse_labels(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
+def _parse_limit(value: Any) -> int:
+    message = "accepts a whole number of requests between 0 (no limit) and 1000000"
+    if isinstance(value, bool):
+        raise ValueError(message)
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ValueError(message) from None
+    if not 0 <= number <= 1_000_000:
+        raise ValueError(message)
+    return number
+
+
+def _parse_origins(value: Any) -> list[str]:
+    items = value if isinstance(value, list) else _parse_str(value).split(",")
+    origins = []
+    for item in items:
+        text = str(item).strip().rstrip("/")
+        if not text:
+            continue
+        parsed = urlparse(text)
+        if text != "*" and (parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.path):
+            raise ValueError(
+                "accepts origins such as https://app.example.com or http://localhost:3000 separated by "
+                f"commas, or * for any; {text!r} is not one"
+            )
+        origins.append(text)
+    if not origins:
+        raise ValueError("accepts at least one origin, or * for any")
+    return origins
+
+
 def _parse_size(value: Any, what: str) -> int:
     """Bytes from a number of bytes or a string such as '24GiB', '512 MiB', '80GB'."""
     if isinstance(value, bool):
@@ -377,6 +409,33 @@ FLAGS: tuple[Flag, ...] = (
         "32MiB",
     ),
     Flag(
+        "gateway_max_in_flight",
+        _parse_limit,
+        "Gateway requests this server holds at once (streams count until they end); past it, requests get "
+        "503 with Retry-After at once. 0: no limit.",
+        4096,
+    ),
+    Flag(
+        "gateway_model_max_in_flight",
+        _parse_limit,
+        "Gateway requests this server holds at once for any one model; past it, requests for that model "
+        "get 429 with Retry-After at once. 0: no limit.",
+        0,
+    ),
+    Flag(
+        "enable_cors",
+        _parse_bool,
+        "Let web pages of other origins call the API (CORS); --allow-origins says which.",
+        False,
+        is_switch=True,
+    ),
+    Flag(
+        "allow_origins",
+        _parse_origins,
+        "With --enable-cors: the origins that may call the API, separated by commas, or * for any.",
+        "*",
+    ),
+    Flag(
         "disable_metrics",
         _parse_bool,
         "Serve no Prometheus metrics: no /metrics on the server, no metrics port on the worker.",
@@ -448,6 +507,10 @@ class Config:
     heartbeat_interval: float = 5.0
     worker_lost_grace: float = 90.0
     gateway_max_body_size: int = 32 * 1024**2
+    gateway_max_in_flight: int = 4096
+    gateway_model_max_in_flight: int = 0
+    enable_cors: bool = False
+    allow_origins: list[str] = field(default_factory=lambda: ["*"])
     disable_metrics: bool = False
     worker_metrics_port: int = 10151
     metrics_token: str | None = None

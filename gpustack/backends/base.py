@@ -92,6 +92,9 @@ class Launch:
     worker_ip: str = ENGINE_HOST
     subordinate_ips: tuple[str, ...] = ()
     run_dir: str = ""  # a folder of the instance's own, for Command.files and engine state
+    # The secret callers must present (gpustack/utils/engine_secret.py); an engine that can require one
+    # is started so, without putting it on the command line (other local users can read that).
+    api_key: str = ""
 
 
 @dataclass(frozen=True)

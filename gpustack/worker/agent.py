@@ -259,6 +259,7 @@ class Worker:
                     model=str(self.assigned.get(instance_id, {}).get("model_name", "")),
                     pid=process.pid if process is not None and process.returncode is None else None,
                     port=engine.port,
+                    api_key=self.serve.engine_secret(instance_id),
                 )
             )
         return found

@@ -33,6 +33,7 @@ from gpustack.schemas.placement import PlacementDetail, PlacementMode
 from gpustack.schemas.workers import GPUDevice
 from gpustack.sources.base import SourceSettings
 from gpustack.sources.registry import source_of
+from gpustack.utils.engine_secret import engine_secret
 from gpustack.utils.errors import describe_error
 from gpustack.utils.network import port_is_free
 from gpustack.worker.client import ServerClient, ServerError
@@ -243,6 +244,11 @@ class ServeManager:
     def ports_in_use(self) -> set[int]:
         return {engine.port for engine in self.engines.values() if engine.port is not None}
 
+    def engine_secret(self, instance_id: int) -> str | None:
+        """What callers of this instance's engine present (None before the worker has registered)."""
+        credential = self._client.credential
+        return engine_secret(credential, instance_id) if credential else None
+
     def serves(self, instance_id: int, port: int) -> bool:
         """Whether this worker runs that instance's engine, alive, on that port."""
         engine = self.engines.get(instance_id)
@@ -387,6 +393,7 @@ class ServeManager:
             worker_ip=instance.get("worker_ip") or ENGINE_HOST,
             subordinate_ips=tuple(part["worker_ip"] for part in instance.get("subordinate_workers") or []),
             run_dir=str(run_dir(self.config.data_dir, engine.instance_id)),
+            api_key=self.engine_secret(engine.instance_id) or "",
         )
         command = backend.command(spec, options, launch)
         await asyncio.to_thread(write_run_files, Path(launch.run_dir), command.files)

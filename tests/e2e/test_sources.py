@@ -5,6 +5,7 @@ resumed after a kill, refused on a full disk, checked against the hub's sha256, 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,6 +199,14 @@ def test_a_killed_worker_resumes_its_download_where_it_stopped(
             worker_selector={"worker-name": "resumer"},
         )
         _in_state(api, model["id"], "downloading", 60)
+        # The instance says how far the download is (analyzing → scheduled → downloading → starting).
+        wait_until(
+            lambda: re.search(
+                r": \d+% \([\d.]+ MiB of 93.8 MiB, ", _instance(api, model["id"])["state_message"]
+            ),
+            60,
+            "the download's percent in the instance's state message",
+        )
         wait_until(lambda: state.served_by_file[RESUME_FILE] > size * 0.4, 60, "40 % of the file to be sent")
         worker.kill()
         before = state.served_by_file[RESUME_FILE]

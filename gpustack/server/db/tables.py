@@ -67,6 +67,9 @@ class UserRow(Timestamped, Base):
     hashed_password: Mapped[str] = mapped_column(String(255), nullable=False)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     require_password_change: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    # Gateway limits per minute over all of the user's keys and sessions; NULL: none.
+    rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class ApiKeyRow(Timestamped, Base):
@@ -82,6 +85,32 @@ class ApiKeyRow(Timestamped, Base):
         ForeignKey("users.id", ondelete="CASCADE"), index=True, nullable=False
     )
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Gateway limits per minute of this key, and the model names it may use; NULL: none, any.
+    rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    allowed_models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+
+
+class UsageRow(Base):
+    """Gateway usage per hour, user, API key (0: a browser session) and model name, added to in batches.
+
+    No foreign keys: what was used stays on record after the user, key or model is deleted."""
+
+    __tablename__ = "model_usage"
+    __table_args__ = (
+        UniqueConstraint("hour", "user_id", "api_key_id", "model_name", name="uq_model_usage_bucket"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    user_id: Mapped[int] = mapped_column(Integer, index=True, nullable=False)
+    api_key_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    model_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    requests: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    failed_requests: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0, nullable=False)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0, nullable=False)
 
 
 class UserSessionRow(Base):
