@@ -19,6 +19,7 @@ from gpustack.scheduler.request import SingleDeviceNeed
 from gpustack.schemas.models import ModelSpec, SourceEnum, StatedResources
 from gpustack.schemas.routes import TEXT_GENERATION, OpenAIRoute
 from gpustack.sources.base import ModelReader
+from gpustack.utils.engine_secret import ENVIRONMENT_VARIABLE as ENGINE_SECRET_VARIABLE
 from gpustack.utils.units import format_bytes
 
 PLACEHOLDERS = ("model_path", "port", "host", "model_name", "gpu_indexes")
@@ -123,7 +124,11 @@ class Custom:
         }
         words = [word.format(**values) for word in template_words(spec.run_command or "")]
         words[0] = launch.executable.path  # as the worker found it on PATH
-        return Command(words + split_items(spec.backend_parameters), visible_env(launch.devices))
+        env = visible_env(launch.devices)
+        if launch.api_key:
+            # An engine of the user's own may require it of its callers; the gateway always presents it.
+            env[ENGINE_SECRET_VARIABLE] = launch.api_key
+        return Command(words + split_items(spec.backend_parameters), env)
 
     def probe(self, spec: ModelSpec, options: CustomOptions) -> Probe:
         return Probe(spec.health_path or DEFAULT_HEALTH_PATH)

@@ -18,6 +18,7 @@ from gpustack.sources.base import ModelReader, SourceError
 
 # Every layer on the devices given: llama.cpp caps it at the model's layer count.
 ALL_LAYERS = 999
+API_KEY_FILE = "api-key"  # in the instance's run directory
 
 
 class LlamaBox:
@@ -89,8 +90,15 @@ class LlamaBox:
             argv += ["--cache-ram", str(options.cache_ram_mib)]
         # Where the engine listens is the worker's: given last, these win over a copy among the user's
         # parameters (the API and the worker refuse one; this holds even for a spelling they miss).
+        files = {}
+        if launch.api_key and "--api-key-file" in launch.executable.flags:
+            if not has_flag(user, "--api-key", "--api-key-file"):
+                # The engine answers only the gateway (and the worker): a file, not the command line,
+                # which every local user can read.
+                files[API_KEY_FILE] = launch.api_key + "\n"
+                argv += ["--api-key-file", f"{launch.run_dir}/{API_KEY_FILE}"]
         argv += user + ["--host", launch.host, "--port", str(launch.port)]
-        return Command(argv, visible_env(launch.devices))
+        return Command(argv, visible_env(launch.devices), files)
 
     def probe(self, spec: ModelSpec, options: LlamaBoxOptions) -> Probe:
         return Probe("/health")

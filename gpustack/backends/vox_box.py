@@ -1,10 +1,22 @@
-"""vox-box: speech models (speech to text, text to speech) served with OpenAI's audio routes."""
+"""vox-box: speech models (speech to text, text to speech) served with OpenAI's audio routes.
+
+The engine is gpustack-speech (engines/speech): vox-box itself for the folders it knows (faster-whisper,
+FunASR, Bark, CosyVoice, Dia) and hibari's voices for text to speech, one program with one command line:
+
+    gpustack-speech --model <folder> --host <host> --port <port> --device <cpu|cuda:0> --data-dir <dir>
+
+Its managed environment holds vox-box at the model's backend version and gpustack-speech. Neither is a
+plain `pip install` on a CPU machine (torch's CUDA wheels, a repacked torchaudio): an operator points the
+worker's pip at the wheel cache that scripts/install-speech.sh prepares, through pip's own variables
+(PIP_NO_INDEX, PIP_FIND_LINKS, PIP_NO_DEPS, PIP_REQUIREMENT=<its requirements file>, PIP_NO_COMPILE), i.e.
+what `install-speech.sh --print-pip-args` prints.
+"""
 
 from __future__ import annotations
 
 import os
 
-from gpustack.backends.argv import split_items
+from gpustack.backends.argv import has_flag, split_items
 from gpustack.backends.base import Command, Launch, PipPackage, Probe, Requirement
 from gpustack.backends.devices import visible_env
 from gpustack.backends.errors import ModelUnreadable
@@ -15,6 +27,8 @@ from gpustack.schemas.routes import OpenAIRoute
 from gpustack.sources.base import ModelReader, SourceError
 
 GiB = 1024**3
+ENGINE = "gpustack-speech"  # its console script
+ENGINE_PACKAGE = "gpustack-speech"
 
 
 class VoxBoxOptions:
@@ -40,10 +54,10 @@ class VoxBox:
     reads_help = False
 
     def pip_package(self, version: str, gpu_type: str | None) -> PipPackage | None:
-        return PipPackage((f"vox-box=={version.removeprefix('v')}",))
+        return PipPackage((f"vox-box=={version.removeprefix('v')}", ENGINE_PACKAGE))
 
     def programs(self, spec: ModelSpec) -> tuple[str, ...]:
-        return ("vox-box",)
+        return (ENGINE,)
 
     def check_spec(self, spec: ModelSpec) -> None:
         refuse_custom_fields(spec, self.name)
@@ -71,23 +85,26 @@ class VoxBox:
 
     def command(self, spec: ModelSpec, options: VoxBoxOptions, launch: Launch) -> Command:
         device = "cuda:0" if launch.devices.indexes else "cpu"  # the one GPU it sees, after *_VISIBLE_DEVICES
+        user = split_items(spec.backend_parameters)
         argv = [
-            launch.executable.script("vox-box"),
-            "start",
+            launch.executable.script(ENGINE),
             "--model", launch.model_path,
             "--device", device,
             "--data-dir", launch.run_dir,
         ]  # fmt: skip
-        argv += split_items(spec.backend_parameters) + ["--host", launch.host, "--port", str(launch.port)]
+        if not has_flag(user, "--served-model-name"):
+            argv += ["--served-model-name", launch.model_name]  # what /v1/models reports
+        argv += user + ["--host", launch.host, "--port", str(launch.port)]
         return Command(argv, visible_env(launch.devices))
 
     def probe(self, spec: ModelSpec, options: VoxBoxOptions) -> Probe:
         return Probe("/health")
 
     def routes(self, spec: ModelSpec, options: VoxBoxOptions) -> frozenset[OpenAIRoute]:
-        return frozenset(
-            {OpenAIRoute.AUDIO_TRANSCRIPTIONS, OpenAIRoute.AUDIO_TRANSLATIONS, OpenAIRoute.AUDIO_SPEECH}
-        )
+        # Which of the two a folder serves (speech to text or text to speech) is known only once the
+        # engine reads it; the engine answers the other route with its own error. gpustack-speech has no
+        # translations route.
+        return frozenset({OpenAIRoute.AUDIO_TRANSCRIPTIONS, OpenAIRoute.AUDIO_SPEECH})
 
 
 BACKEND = VoxBox()

@@ -31,6 +31,7 @@ class EngineProcess:
     model: str
     pid: int | None
     port: int | None
+    api_key: str | None = None  # the engine's secret (gpustack/utils/engine_secret.py)
 
 
 def relabel(families: Sequence[Metric], added: dict[str, str]) -> list[Metric]:
@@ -74,7 +75,8 @@ class EngineScraper:
         if engine.port is None or self._absent_until.get(engine.instance_id, 0.0) > time.monotonic():
             return None
         try:
-            response = await self._http.get(f"http://127.0.0.1:{engine.port}/metrics")
+            headers = {"Authorization": f"Bearer {engine.api_key}"} if engine.api_key else None
+            response = await self._http.get(f"http://127.0.0.1:{engine.port}/metrics", headers=headers)
         except httpx.HTTPError as exc:
             logger.debug("model instance %s: no engine metrics: %s", engine.instance, exc)
             return None

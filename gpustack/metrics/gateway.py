@@ -153,15 +153,41 @@ class GatewayMetrics:
         """A failure that is not a relayed response: no instance, an unreachable one, a refusal."""
         self.errors.labels(model, instance, reason).inc()
 
+    # ---- per request, for a relay that sends the body itself (the gateway's hot path)
+
+    def begin(self, model: str, instance: str, route: str, status: int) -> _Series:
+        """A response from `instance` starts being relayed; pass what this returns to `first` and `end`."""
+        series = self._series_of(model, instance)
+        series.in_flight.inc()
+        self.count(model, instance, route, status)
+        if status >= 500:
+            self.failed(model, instance, ENGINE_ERROR)
+        return series
+
+    @staticmethod
+    def first(series: _Series, seconds: float) -> None:
+        series.first_chunk.observe(seconds)
+
+    def end(
+        self, series: _Series, model: str, instance: str, seconds: float, usage: Usage | None, broke_off: bool
+    ) -> None:
+        series.in_flight.dec()
+        series.duration.observe(seconds)
+        if broke_off:
+            self.failed(model, instance, BROKE_OFF)
+        elif usage is not None:
+            if usage.prompt_tokens:
+                series.prompt_tokens.inc(usage.prompt_tokens)
+            if usage.completion_tokens:
+                series.completion_tokens.inc(usage.completion_tokens)
+
+    # ---- for a relayed StreamingResponse
+
     def relayed(
         self, response: StreamingResponse, model: str, instance: str, route: str, started: float
     ) -> StreamingResponse:
         """Watch `response` (relayed from `instance`, sent at perf_counter `started`) as it streams."""
-        series = self._series_of(model, instance)
-        series.in_flight.inc()
-        self.count(model, instance, route, response.status_code)
-        if response.status_code >= 500:
-            self.failed(model, instance, ENGINE_ERROR)
+        series = self.begin(model, instance, route, response.status_code)
         scan = response.status_code < 400 and "content-encoding" not in response.headers
         response.body_iterator = self._watch(response.body_iterator, series, model, instance, started, scan)
         return response
@@ -182,7 +208,7 @@ class GatewayMetrics:
         try:
             async for chunk in body:
                 if first:
-                    series.first_chunk.observe(time.perf_counter() - started)
+                    self.first(series, time.perf_counter() - started)
                     first = False
                 if scan and isinstance(chunk, bytes):
                     if len(head) < _HEAD_BYTES:
@@ -195,14 +221,25 @@ class GatewayMetrics:
             broke_off = True
             raise
         finally:
-            series.in_flight.dec()
-            series.duration.observe(time.perf_counter() - started)
-            if broke_off or (scan and _BROKE_OFF in tail):
-                self.failed(model, instance, BROKE_OFF)
-            elif scan:
-                usage = find_usage(head, tail)
-                if usage is not None:
-                    if usage.prompt_tokens:
-                        series.prompt_tokens.inc(usage.prompt_tokens)
-                    if usage.completion_tokens:
-                        series.completion_tokens.inc(usage.completion_tokens)
+            broke_off = broke_off or (scan and _BROKE_OFF in tail)
+            usage = find_usage(head, tail) if scan and not broke_off else None
+            self.end(series, model, instance, time.perf_counter() - started, usage, broke_off)
+
+
+class BodyWatch:
+    """The first and last bytes of a relayed body, kept as it passes, for its `usage` afterwards."""
+
+    __slots__ = ("head", "tail")
+
+    def __init__(self) -> None:
+        self.head = b""
+        self.tail = b""
+
+    def see(self, chunk: bytes) -> None:
+        if len(self.head) < _HEAD_BYTES:
+            self.head += chunk[: _HEAD_BYTES - len(self.head)]
+        tail = self.tail + chunk if self.tail else chunk
+        self.tail = tail[-_TAIL_BYTES:] if len(tail) > _TAIL_BYTES else tail
+
+    def usage(self) -> Usage | None:
+        return find_usage(self.head, self.tail)

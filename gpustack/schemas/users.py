@@ -23,6 +23,13 @@ def check_password(value: str) -> str:
 
 Password = Annotated[str, AfterValidator(check_password)]
 
+# Gateway limits per minute (None: no limit); strict, so that `true` or "60" is refused, not guessed at.
+PerMinute = Annotated[int | None, Field(default=None, ge=1, le=10**9, strict=True)]
+ModelNames = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=255)]] | None,
+    Field(default=None, max_length=1000),
+]
+
 
 class UserCreate(BaseModel):
     username: str
@@ -30,6 +37,8 @@ class UserCreate(BaseModel):
     full_name: str = Field(default="", max_length=255)
     is_admin: bool = False
     require_password_change: bool = False
+    rpm_limit: PerMinute = Field(None, description="gateway requests per minute over all its keys")
+    tpm_limit: PerMinute = Field(None, description="gateway tokens per minute over all its keys")
 
     model_config = ConfigDict(extra="forbid")
 
@@ -48,6 +57,9 @@ class UserUpdate(BaseModel):
     password: Password | None = None
     is_admin: bool | None = None
     require_password_change: bool | None = None
+    # Given as null, a limit is removed; left out, it stays.
+    rpm_limit: PerMinute = None
+    tpm_limit: PerMinute = None
 
     model_config = ConfigDict(extra="forbid")
 
@@ -58,6 +70,8 @@ class UserPublic(BaseModel):
     full_name: str
     is_admin: bool
     require_password_change: bool
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -87,6 +101,20 @@ class ApiKeyCreate(BaseModel):
         strict=True,
         description="seconds until the key expires (a whole number); none for never",
     )
+    rpm_limit: PerMinute = Field(None, description="gateway requests per minute; none for no limit")
+    tpm_limit: PerMinute = Field(None, description="gateway tokens per minute; none for no limit")
+    allowed_models: ModelNames = Field(None, description="the model names the key may use; none for any")
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiKeyUpdate(BaseModel):
+    """Fields given are changed (null removes a limit or the model list); fields left out stay."""
+
+    description: str | None = Field(default=None, max_length=2000)
+    rpm_limit: PerMinute = None
+    tpm_limit: PerMinute = None
+    allowed_models: ModelNames = None
 
     model_config = ConfigDict(extra="forbid")
 
@@ -98,6 +126,9 @@ class ApiKeyPublic(BaseModel):
     access_key: str
     user_id: int
     expires_at: datetime | None
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    allowed_models: list[str] | None = None
     created_at: datetime
 
     model_config = ConfigDict(from_attributes=True)

@@ -3,8 +3,10 @@ joining with the cluster token, which can do nothing but register."""
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -15,9 +17,14 @@ from gpustack.server import security
 from gpustack.server.context import ServerContext
 from gpustack.server.db.tables import ApiKeyRow, UserRow, UserSessionRow, WorkerRow
 from gpustack.server.errors import Forbidden, Unauthorized
+from gpustack.server.gateway.quotas import NO_LIMITS, Limits
 from gpustack.utils.tokens import tokens_equal
 
 _CACHE_TTL_SECONDS = 30.0
+# A key that does not exist is remembered as such for this long, so that a flood of wrong keys is answered
+# from memory; a key created later has another value, so nothing valid is ever refused by it.
+_UNKNOWN_TTL_SECONDS = 10.0
+_MAX_ENTRIES = 10_000
 
 
 class CredentialKind(enum.Enum):
@@ -37,6 +44,12 @@ class Principal:
     is_admin: bool = False
     require_password_change: bool = False
     worker_id: int | None = None
+    # For the gateway: the API key used (None: a browser session), its and its user's limits per minute,
+    # and the models the key may use (None: any).
+    api_key_id: int | None = None
+    key_limits: Limits = NO_LIMITS
+    user_limits: Limits = NO_LIMITS
+    allowed_models: frozenset[str] | None = None
 
     @property
     def is_worker(self) -> bool:
@@ -53,10 +66,12 @@ REGISTRAR = Principal(kind=CredentialKind.CLUSTER_TOKEN, username="cluster-token
 class CredentialCache:
     """Recently verified API keys and worker credentials, so the gateway and heartbeats do not hit the
     database on every request. Entries live at most 30 s, and the whole cache is dropped whenever a key,
-    user or worker changes."""
+    user or worker changes. Concurrent misses for one credential share a single lookup."""
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[float, Principal, datetime | None]] = {}
+        self._unknown: dict[str, float] = {}  # credential -> when it was found not to exist
+        self._lookups: dict[str, asyncio.Future[Principal]] = {}
 
     def get(self, key: str) -> Principal | None:
         entry = self._entries.get(key)
@@ -70,12 +85,45 @@ class CredentialCache:
         return principal
 
     def put(self, key: str, principal: Principal, expires_at: datetime | None = None) -> None:
-        if len(self._entries) > 10_000:
+        if len(self._entries) > _MAX_ENTRIES:
             self._entries.clear()
         self._entries[key] = (time.monotonic(), principal, expires_at)
 
+    def known_unknown(self, key: str) -> bool:
+        found = self._unknown.get(key)
+        if found is None:
+            return False
+        if time.monotonic() - found > _UNKNOWN_TTL_SECONDS:
+            del self._unknown[key]
+            return False
+        return True
+
+    def put_unknown(self, key: str) -> None:
+        if len(self._unknown) > _MAX_ENTRIES:
+            self._unknown.clear()
+        self._unknown[key] = time.monotonic()
+
+    async def single_lookup(self, key: str, lookup: Callable[[], Awaitable[Principal]]) -> Principal:
+        """`lookup()`'s answer; callers asking for the same key meanwhile wait for that one lookup."""
+        pending = self._lookups.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
+        self._lookups[key] = future
+        try:
+            principal = await lookup()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: nobody else may be waiting
+            raise
+        finally:
+            self._lookups.pop(key, None)
+        future.set_result(principal)
+        return principal
+
     def clear(self) -> None:
         self._entries.clear()
+        self._unknown.clear()
 
 
 def context(request: Request) -> ServerContext:
@@ -95,6 +143,14 @@ async def _from_api_key(ctx: ServerContext, cache: CredentialCache, value: str) 
     parts = security.split_api_key(value)
     if parts is None:
         raise Unauthorized("invalid API key: expected gpustack_<16 hex>_<32 hex>")
+    if cache.known_unknown(value):
+        raise Unauthorized("invalid API key")
+    return await cache.single_lookup(value, lambda: _look_up_api_key(ctx, cache, value, parts))
+
+
+async def _look_up_api_key(
+    ctx: ServerContext, cache: CredentialCache, value: str, parts: tuple[str, str]
+) -> Principal:
     access_key, secret = parts
     async with ctx.session() as session:
         row = (
@@ -105,12 +161,22 @@ async def _from_api_key(ctx: ServerContext, cache: CredentialCache, value: str) 
             )
         ).first()
     if row is None or not security.secret_matches(row[0].hashed_secret_key, secret):
+        cache.put_unknown(value)
         raise Unauthorized("invalid API key")
     key, user = row
     if key.expires_at is not None and key.expires_at <= datetime.now(timezone.utc):
         raise Unauthorized(f"API key {key.name!r} expired at {key.expires_at.isoformat()}; create a new one")
     # A key is a credential of its own: a password change that is due applies to the browser only.
-    principal = Principal(CredentialKind.API_KEY, user.username, user.id, user.is_admin)
+    principal = Principal(
+        CredentialKind.API_KEY,
+        user.username,
+        user.id,
+        user.is_admin,
+        api_key_id=key.id,
+        key_limits=Limits(key.rpm_limit, key.tpm_limit),
+        user_limits=Limits(user.rpm_limit, user.tpm_limit),
+        allowed_models=frozenset(key.allowed_models) if key.allowed_models is not None else None,
+    )
     cache.put(value, principal, key.expires_at)
     return principal
 
@@ -147,7 +213,14 @@ async def _from_session(ctx: ServerContext, token: str) -> Principal:
         ).scalar()
     if row is None:
         raise Unauthorized("session expired or invalid; log in again")
-    return Principal(CredentialKind.SESSION, row.username, row.id, row.is_admin, row.require_password_change)
+    return Principal(
+        CredentialKind.SESSION,
+        row.username,
+        row.id,
+        row.is_admin,
+        row.require_password_change,
+        user_limits=Limits(row.rpm_limit, row.tpm_limit),
+    )
 
 
 def session_token(request: Request) -> str | None:

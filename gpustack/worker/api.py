@@ -116,6 +116,9 @@ def create_worker_app(credential: Callable[[], str | None], serve: ServeManager,
                 404, f"this worker runs no engine of model instance {instance_id} on port {port}"
             )
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
+        secret = serve.engine_secret(instance_id)
+        if secret:
+            headers["authorization"] = f"Bearer {secret}"  # the engine requires its instance's secret
         upstream_request = http.build_request(
             request.method,
             f"http://127.0.0.1:{port}/{path}",

@@ -66,12 +66,17 @@ _SAME_AS = {
 }
 
 
-def with_source_parameters(spec: ModelSpec, parameters: list[str]) -> ModelSpec:
+def with_source_parameters(
+    spec: ModelSpec, parameters: list[str], flags: frozenset[str] = frozenset()
+) -> ModelSpec:
     """The model with the engine parameters its source brings (`--flag value` pairs) before the user's own,
-    leaving out those the user gives: what the user says wins."""
+    leaving out those the user gives (what the user says wins) and, when the executable's flags are known,
+    those it does not take."""
     user = split_items(spec.backend_parameters)
     added: list[str] = []
     for flag, value in zip(parameters[::2], parameters[1::2], strict=False):
+        if flags and flag not in flags:
+            continue
         if not has_flag(user, flag, *_SAME_AS.get(flag, ())):
             added += [flag, value]
     if not added:
@@ -366,16 +371,16 @@ class ServeManager:
         resolved = await self._model_files(engine, instance, spec)
         if resolved is None:
             return
-        path, with_source = resolved
-        if with_source is not spec:  # the source's engine parameters (a projector, sampling defaults)
-            spec = with_source
-            options = backend.parse_options(spec.backend_parameters)
+        path, source_parameters = resolved
         devices = self._devices(instance)
         log_path = serve_log_path(self.config.log_dir, engine.instance_id)
         await asyncio.to_thread(keep_previous_log, log_path)
         executable = await self._executable(engine, backend, spec, devices, log_path)
         if executable is None:
             return
+        if source_parameters:  # what the source brings: a projector, sampling defaults, a chat template
+            spec = with_source_parameters(spec, source_parameters, executable.flags)
+            options = backend.parse_options(spec.backend_parameters)
         port = self._free_port()
         if port is None:
             low, high = self.config.service_port_range
@@ -441,9 +446,10 @@ class ServeManager:
 
     async def _model_files(
         self, engine: RunningEngine, instance: dict[str, Any], spec: ModelSpec
-    ) -> tuple[str, ModelSpec] | None:
+    ) -> tuple[str, list[str]] | None:
         """The path the engine loads, downloaded first when the model comes from a hub (progress in the
-        instance's state); None (and the instance in error, saying why) when the files cannot be had."""
+        instance's state), and the engine parameters its source brings; None (and the instance in error,
+        saying why) when the files cannot be had."""
         if spec.source == SourceEnum.LOCAL_PATH:
             path = spec.local_path or ""
             if path and not await asyncio.to_thread(os.path.exists, path):
@@ -453,7 +459,7 @@ class ServeManager:
                     "put the model at the same absolute path on every worker that may run it",
                 )
                 return None
-            return path, spec
+            return path, []
 
         async def progress(message: str) -> None:
             await self._send(engine, ModelInstanceState.DOWNLOADING, message)
@@ -466,7 +472,7 @@ class ServeManager:
         except FilesUnavailable as exc:
             await self._fail(engine, str(exc))
             return None
-        return manifest.main, with_source_parameters(spec, manifest.parameters)
+        return manifest.main, manifest.parameters
 
     async def _executable(
         self, engine: RunningEngine, backend: Backend[Any], spec: ModelSpec, devices: Devices, log_path: Path

@@ -107,19 +107,23 @@ def test_mindie_starts_its_daemon_on_a_generated_config(tmp_path: Path) -> None:
     assert config["BackendConfig"]["ScheduleConfig"]["maxPrefillTokens"] == 4096
 
 
-def test_vox_box_runs_its_console_script_on_the_cpu_or_its_one_gpu() -> None:
+def test_vox_box_runs_the_speech_engine_on_the_cpu_or_its_one_gpu() -> None:
     env = Executable(
         "/d/backends/vox-box/0.0.21/bin/python", "managed", "0.0.21", True, "/d/backends/vox-box/0.0.21/bin"
     )
     argv = command(spec("vox-box"), env).argv
-    assert argv[:2] == ["/d/backends/vox-box/0.0.21/bin/vox-box", "start"]
+    assert argv[0] == "/d/backends/vox-box/0.0.21/bin/gpustack-speech"
+    assert value(argv, "--model") == spec("vox-box").local_path
     assert value(argv, "--device") == "cpu" and value(argv, "--data-dir") == "/run/1"
+    assert argv[-4:] == ["--host", "127.0.0.1", "--port", "40000"]
     gpu = command(spec("vox-box"), env, None, Devices("cuda", (1,), ("1",)))
     assert value(gpu.argv, "--device") == "cuda:0" and gpu.env == {"CUDA_VISIBLE_DEVICES": "1"}
     vox = backend_of("vox-box")
     assert {r.value for r in vox.routes(spec("vox-box"), vox.parse_options([]))} == {
-        "audio/transcriptions", "audio/translations", "audio/speech",
+        "audio/transcriptions", "audio/speech",
     }  # fmt: skip
+    package = vox.pip_package("0.0.21", None)
+    assert package is not None and package.requirements == ("vox-box==0.0.21", "gpustack-speech")
 
 
 CUSTOM = "/opt/llama/llama-server -m {model_path} --host {host} --port {port} --alias {model_name}"

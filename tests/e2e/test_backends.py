@@ -58,6 +58,8 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("wheels")
     build_wheel(folder, "vox_box", "0.0.21", script="vox-box")  # vox-box's pinned default version
     build_wheel(folder, "vox_box", "0.0.20", script="vox-box")
+    # The engine the vox-box backend runs (engines/speech), as a stand-in with its console script.
+    build_wheel(folder, "gpustack_speech", "0.1.0", script="gpustack-speech")
     return folder
 
 
@@ -150,9 +152,9 @@ def test_a_backend_version_installs_on_first_use_and_is_listed(cluster: Cluster,
     instance = wait_until(lambda: api.in_state("speech", "running"), 120, "the managed environment to run")
     environment = cluster.root / "server" / "backends" / "vox-box" / "0.0.21"
     argv = psutil.Process(instance["pid"]).cmdline()
-    assert argv[1:3] == [f"{environment}/bin/vox-box", "start"]  # its console script, after the rename
+    assert argv[1] == f"{environment}/bin/gpustack-speech"  # its console script, after the rename
     log = (cluster.root / "server" / "log" / "serve" / f"{instance['id']}.log").read_text()
-    assert "gpustack installs vox-box 0.0.21" in log and "Successfully installed vox" in log
+    assert "gpustack installs vox-box 0.0.21" in log and "Successfully installed" in log and "vox" in log
 
     def listed() -> dict | None:
         items = api.http.get("/v2/backends", params={"backend": "vox-box"}).json()["items"]

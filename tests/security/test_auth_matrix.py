@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
+from gpustack.schemas.routes import OpenAIRoute
 from gpustack.server import security
 from gpustack.server.app import routers
 from tests.server.conftest import RunningServer, login
@@ -45,7 +46,9 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("DELETE", "/v2/users/{user_id}"): ADMINS,
     ("GET", "/v2/api-keys"): USERS,
     ("POST", "/v2/api-keys"): USERS,
+    ("PATCH", "/v2/api-keys/{key_id}"): USERS,
     ("DELETE", "/v2/api-keys/{key_id}"): USERS,
+    ("GET", "/v2/usage"): USERS,
     ("GET", "/v2/workers"): ADMINS,
     ("GET", "/v2/workers/{worker_id}"): ADMINS,
     ("PATCH", "/v2/workers/{worker_id}"): ADMINS,
@@ -74,8 +77,8 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v2/model-catalog"): ADMINS,
     **{("GET", f"{prefix}/{route}"): USERS for prefix in ("/v1-openai", "/v1")
        for route in ("models", "models/{model_name:path}")},
-    **{("POST", f"{prefix}/{route}"): USERS for prefix in ("/v1-openai", "/v1")
-       for route in ("chat/completions", "completions", "embeddings")},
+    **{("POST", f"{prefix}/{route.value}"): USERS for prefix in ("/v1-openai", "/v1")
+       for route in OpenAIRoute},
 }  # fmt: skip
 # Routes of the documentation, which hold nothing secret.
 DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}

@@ -3,21 +3,15 @@ reports, and which instance the gateway chose for a model."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
-from sqlalchemy import select
 
 from gpustack.log import current_level, set_level
-from gpustack.server.db.tables import ModelInstanceRow
-from gpustack.utils.uvicorn_server import bind_socket, make_server
-from tests.conftest import free_port
 from tests.server.conftest import RunningServer
-from tests.server.test_gateway_errors import api_key
+from tests.server.stub_models import api_key, stub_worker, until_routed
 from tests.server.test_models_api import wait_for
 from tests.server.test_workers_api import registration
 
@@ -87,50 +81,17 @@ async def test_debug_log_shows_scheduling_rounds_and_worker_reports(
     )
 
 
-@pytest.fixture
-async def worker_stand_in() -> AsyncIterator[int]:
-    """A worker's proxy that answers every completion itself: where the gateway sends is what counts."""
-    app = FastAPI()
-
-    @app.post("/proxy/{path:path}")
-    async def proxy(request: Request) -> dict:
-        return {"instance": request.headers.get("x-target-instance"), "choices": []}
-
-    port = free_port()
-    server = make_server(app)
-    serving = asyncio.create_task(server.serve(sockets=[bind_socket("127.0.0.1", port, "--port")]))
-    yield port
-    server.should_exit = True
-    await serving
-
-
 async def test_debug_log_names_the_instance_the_gateway_chose(
-    server: RunningServer, admin: httpx.AsyncClient, records: list[logging.LogRecord], worker_stand_in: int
+    server: RunningServer, admin: httpx.AsyncClient, records: list[logging.LogRecord]
 ) -> None:
-    async with server.worker_client() as worker:
-        response = await worker.post("/v2/workers/register", json=registration("w", worker_stand_in))
-        worker_id = response.json()["id"]
-    model = (await admin.post("/v2/models", json={"name": "m", "local_path": "/nowhere/m.gguf"})).json()
-
-    async def instance() -> ModelInstanceRow | None:
-        async with server.ctx.session() as session:
-            query = select(ModelInstanceRow).where(ModelInstanceRow.model_id == model["id"])
-            return (await session.execute(query)).scalar()
-
-    await wait_for(instance)
-    async with server.ctx.session() as session:  # as if the worker had reported its engine running
-        row = (await session.execute(select(ModelInstanceRow))).scalar_one()
-        row.worker_id, row.worker_name, row.port, row.state = worker_id, "w", 40123, "running"
-        name = row.name
-        await session.commit()
-    set_level("debug")
-    key = await api_key(admin)
-    async with server.client(headers={"Authorization": f"Bearer {key}"}) as client:
-
-        async def routed() -> bool:
+    async with stub_worker(server, "w") as worker:
+        (engine,) = await worker.deploy(admin, "m")
+        key = await api_key(admin)
+        async with server.client(headers={"Authorization": f"Bearer {key}"}) as client:
+            await until_routed(client, "m")
+            set_level("debug")
             answer = await client.post("/v1/chat/completions", json={"model": "m", "messages": []})
-            return answer.status_code == 200
-
-        await wait_for(routed)
-    gateway = lines(records, "gpustack.server.gateway.routes", logging.DEBUG)
-    assert f"model m: served by instance {name} on worker w (engine port 40123): HTTP 200" in gateway, gateway
+            assert answer.status_code == 200
+    gateway = lines(records, "gpustack.server.gateway", logging.DEBUG)
+    chosen = [line for line in gateway if f"(direct, engine port {engine.port}): HTTP 200" in line]
+    assert chosen and " model m: instance m-" in chosen[0] and " on w " in chosen[0], gateway

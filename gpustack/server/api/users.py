@@ -56,6 +56,8 @@ async def create_user(request: Request, body: UserCreate) -> UserRow:
         hashed_password=await security.hash_password(body.password),
         is_admin=body.is_admin,
         require_password_change=body.require_password_change,
+        rpm_limit=body.rpm_limit,
+        tpm_limit=body.tpm_limit,
     )
     async with context(request).session() as session:
         session.add(user)
@@ -90,6 +92,9 @@ async def update_user(
             value = getattr(body, field)
             if value is not None:
                 setattr(user, field, value)
+        for field in ("rpm_limit", "tpm_limit"):  # null removes a limit
+            if field in body.model_fields_set:
+                setattr(user, field, getattr(body, field))
         if body.password is not None:
             user.hashed_password = await security.hash_password(body.password)
             await end_user_sessions(session, user.id)  # a new password ends the old logins

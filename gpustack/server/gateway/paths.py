@@ -10,9 +10,6 @@ PREFIX = "/v1"
 ALIAS_PREFIX = "/v1-openai"
 PREFIXES = (PREFIX, ALIAS_PREFIX)
 
-# Routes relayed to an engine: the path under the prefixes, which is also the engine's path under /v1/.
-RELAYED = ("chat/completions", "completions", "embeddings")
-
 
 def speaks_openai(path: str) -> bool:
     """Whether a request path belongs to the gateway (answered in OpenAI's error shape), known route

@@ -1,27 +1,25 @@
-"""OpenAI-compatible routes: /v1-openai/... (and /v1/... aliases) relayed to a running instance."""
+"""The OpenAI routes as the application (and its OpenAPI document) sees them: the model list and
+retrieval, and one route per OpenAI route an engine may serve, under /v1 and the /v1-openai alias.
+
+Requests for the relayed routes are answered by the gateway's relay (relay.py) before they reach these
+routes (front.py); the routes here stand for them in the documentation and the route table, and hand a
+request that does get here to the same relay."""
 
 from __future__ import annotations
 
-import json
-import logging
-import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-import httpx
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
-from gpustack.metrics import gateway as meter
-from gpustack.server import errors, json_body
-from gpustack.server.auth import Principal, authenticate, context
+from gpustack.schemas.routes import OpenAIRoute
+from gpustack.server import errors
+from gpustack.server.auth import Principal, authenticate
 from gpustack.server.errors import ApiError
 from gpustack.server.gateway import paths
-from gpustack.server.gateway.routing import Endpoint, RoutingTable
-from gpustack.utils.errors import describe_error
-from gpustack.utils.relay import WORKER_ERROR_HEADER, stream_back
-
-logger = logging.getLogger(__name__)
+from gpustack.server.gateway.routing import RoutingTable
 
 
 class OpenAIError(Exception):
@@ -69,164 +67,68 @@ def _openai_model(model: dict) -> dict:
     }
 
 
-async def list_models(request: Request, _user: Principal = Depends(gateway_user)) -> dict:
-    """OpenAI's model list: every deployed model by name, `ready` when one of its instances runs."""
-    models = sorted(_routing(request).models.values(), key=lambda m: m["id"])
-    return {"object": "list", "data": [_openai_model(model) for model in models]}
+def _visible(principal: Principal, name: str) -> bool:
+    return principal.allowed_models is None or name in principal.allowed_models
 
 
-async def retrieve_model(request: Request, model_name: str, _user: Principal = Depends(gateway_user)) -> dict:
+async def list_models(request: Request, user: Principal = Depends(gateway_user)) -> dict:
+    """OpenAI's model list: every deployed model by name (those the key may use), `ready` when one of its
+    instances runs."""
+    models = sorted(_routing(request).models.values(), key=lambda m: m["name"])
+    return {"object": "list", "data": [_openai_model(m) for m in models if _visible(user, m["name"])]}
+
+
+async def retrieve_model(request: Request, model_name: str, user: Principal = Depends(gateway_user)) -> dict:
     """OpenAI's model retrieval, by the name requests use in `model`."""
-    table = _routing(request)
-    for model in table.models.values():
-        if model["name"] == model_name:
+    for model in _routing(request).models.values():
+        if model["name"] == model_name and _visible(user, model_name):
             return _openai_model(model)
     raise OpenAIError(404, f"model {model_name!r} does not exist", "invalid_request_error", "model_not_found")
 
 
-def _model_of(body: bytes) -> str:
-    if not body:
-        raise OpenAIError(
-            400, "the request body must be a JSON object with a 'model' field", "invalid_request_error"
-        )
-    try:
-        payload = json_body.loads(body)
-    except json_body.BodyNotJSON as exc:
-        raise OpenAIError(400, str(exc), "invalid_request_error") from None
-    if not isinstance(payload, dict):
-        raise OpenAIError(400, "the request body must be a JSON object", "invalid_request_error")
-    model = payload.get("model")
-    if not isinstance(model, str) or not model:
-        raise OpenAIError(
-            400, "'model' is required and must be a string", "invalid_request_error", "model_required"
-        )
-    return model
+class _Relayed(Response):
+    """Hands the request to the relay, which reads the body and answers itself."""
+
+    def __init__(self, route: OpenAIRoute) -> None:
+        super().__init__()
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = scope.get("state", {}).get("request_id") or ""
+        await scope["app"].state.gateway.handle(scope, receive, send, self.route, request_id)
 
 
-async def _send(request: Request, endpoint: Endpoint, path: str, body: bytes) -> httpx.Response:
-    ctx = context(request)
-    headers = {
-        "Authorization": f"Bearer {ctx.worker_credential(endpoint.worker_id)}",
-        "X-Target-Port": str(endpoint.engine_port),
-        "X-Target-Instance": str(endpoint.instance_id),
-        "Content-Type": request.headers.get("content-type", "application/json"),
-    }
-    if "accept" in request.headers:
-        headers["Accept"] = request.headers["accept"]
-    upstream = ctx.http.build_request(
-        "POST", f"{endpoint.worker_address}/proxy/{path}", content=body, headers=headers, timeout=_TIMEOUT
-    )
-    return await ctx.http.send(upstream, stream=True)
-
-
-_TIMEOUT = httpx.Timeout(connect=5.0, read=None, write=60.0, pool=30.0)
-
-
-async def relay(request: Request, path: str) -> Response:
-    body = await request.body()
-    model = _model_of(body)
-    table = _routing(request)
-    metrics = context(request).metrics
-    gateway_metrics = metrics.gateway if metrics is not None else None
-    route = path.removeprefix("v1/")
-    if not table.has_model(model):
-        if gateway_metrics is not None:  # not by the name asked for: anyone could add series at will
-            gateway_metrics.failed("", "", meter.NO_SUCH_MODEL)
-        raise OpenAIError(404, f"model {model!r} does not exist", "invalid_request_error", "model_not_found")
-    endpoints = table.endpoints(model)
-    if not endpoints:
-        if gateway_metrics is not None:
-            gateway_metrics.failed(model, "", meter.NO_RUNNING_INSTANCE)
-            gateway_metrics.count(model, "", route, 503)
-        raise OpenAIError(
-            503,
-            f"model {model!r} has no running instance yet; check its instances' state",
-            "service_unavailable",
-        )
-    failures = []
-    for endpoint in endpoints:
-        started = time.perf_counter()
-        try:
-            upstream = await _send(request, endpoint, path, body)
-        except httpx.TransportError as exc:
-            # Nothing reached the engine; the next instance can take the request.
-            if gateway_metrics is not None:
-                gateway_metrics.failed(model, endpoint.instance_name, meter.UNREACHABLE)
-            reason = describe_error(exc, with_request=False)
-            failures.append(f"{endpoint.instance_name} on {endpoint.worker_name}: {reason}")
-            logger.debug("model %s: %s unreachable, next one: %s", model, endpoint.instance_name, reason)
-            continue
-        if WORKER_ERROR_HEADER.lower() in upstream.headers:
-            # The worker refused before any engine saw the request (e.g. the engine just stopped).
-            detail = (await upstream.aread()).decode(errors="replace")
-            await upstream.aclose()
-            if gateway_metrics is not None:
-                gateway_metrics.failed(model, endpoint.instance_name, meter.WORKER_REFUSED)
-            failures.append(f"{endpoint.instance_name} on {endpoint.worker_name}: {_message_of(detail)}")
-            continue
-        logger.debug(
-            "model %s: served by instance %s on worker %s (engine port %d): HTTP %d",
-            model,
-            endpoint.instance_name,
-            endpoint.worker_name,
-            endpoint.engine_port,
-            upstream.status_code,
-        )
-        if gateway_metrics is None:
-            return stream_back(upstream)
-        return gateway_metrics.relayed(stream_back(upstream), model, endpoint.instance_name, route, started)
-    logger.warning("model %s: no instance answered: %s", model, "; ".join(failures))
-    if gateway_metrics is not None:
-        gateway_metrics.failed(model, "", meter.ALL_UNREACHABLE)
-        gateway_metrics.count(model, "", route, 503)
-    raise OpenAIError(
-        503, f"no instance of model {model!r} could be reached ({'; '.join(failures)})", "service_unavailable"
-    )
-
-
-def _message_of(body: str) -> str:
-    try:
-        return str(json.loads(body)["message"])
-    except (ValueError, KeyError, TypeError):
-        return body[:200]
-
-
-def _relay_to(engine_path: str) -> Callable[..., Awaitable[Response]]:
-    async def endpoint(request: Request, _user: Principal = Depends(gateway_user)) -> Response:
-        return await relay(request, engine_path)
+def _relay_to(route: OpenAIRoute) -> Callable[..., Awaitable[Response]]:
+    async def endpoint(_request: Request) -> Response:
+        return _Relayed(route)
 
     return endpoint
 
 
-# The body is relayed as it is, so only what the gateway itself reads is documented.
-_RELAYED_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["model"],
-                    "properties": {"model": {"type": "string", "description": "the model's name"}},
-                    "additionalProperties": True,
-                }
-            }
-        },
-    }
-}
+def _documented_body(route: OpenAIRoute) -> dict:
+    """The body is relayed as it is, so only what the gateway itself reads is documented."""
+    properties = {"model": {"type": "string", "description": "the model's name"}}
+    schema: dict = {"type": "object", "required": ["model"], "properties": properties}
+    if route.multipart:
+        properties["file"] = {"type": "string", "format": "binary"}
+        media = "multipart/form-data"
+    else:
+        schema["additionalProperties"] = True
+        media = "application/json"
+    return {"requestBody": {"required": True, "content": {media: {"schema": schema}}}}
 
 
 def build_router() -> APIRouter:
     router = APIRouter(tags=["openai"])
     for prefix in paths.PREFIXES:
         documented = prefix == paths.PREFIX  # the alias answers the same, undocumented
-        for path in paths.RELAYED:
+        for route in OpenAIRoute:
             router.add_api_route(
-                f"{prefix}/{path}",
-                _relay_to(f"v1/{path}"),
+                f"{prefix}/{route.value}",
+                _relay_to(route),
                 methods=["POST"],
                 include_in_schema=documented,
-                openapi_extra=_RELAYED_BODY,
+                openapi_extra=_documented_body(route),
             )
         router.add_api_route(f"{prefix}/models", list_models, methods=["GET"], include_in_schema=documented)
         router.add_api_route(

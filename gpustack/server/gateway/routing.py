@@ -1,25 +1,42 @@
-"""Where each model can be served right now, kept current from the event bus (no query per request)."""
+"""Where each model can be served right now, and which OpenAI routes it serves, kept current from the
+event bus (no query per request).
+
+An instance is reached directly, server to engine, when its worker runs on this server's machine (the
+engine listens on that machine's loopback); otherwise through its worker's proxy. Either way the request
+carries the instance's engine secret (gpustack/utils/engine_secret.py), to the engine or to the proxy
+that adds it."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import ipaddress
 import logging
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 from sqlalchemy import select
 
-from gpustack.schemas.models import ModelInstancePublic, ModelInstanceState, ModelPublic
+from gpustack.backends.errors import UnknownBackend
+from gpustack.backends.registry import backend_of
+from gpustack.schemas.models import ModelInstancePublic, ModelInstanceState, ModelPublic, ModelSpec
+from gpustack.schemas.routes import OpenAIRoute
 from gpustack.schemas.workers import WorkerPublic
 from gpustack.server.bus import EventType
 from gpustack.server.context import ServerContext
 from gpustack.server.db.tables import ModelInstanceRow, ModelRow, WorkerRow
+from gpustack.utils.engine_secret import engine_secret
 
 logger = logging.getLogger(__name__)
 
 _TOPICS = (ModelRow.__tablename__, ModelInstanceRow.__tablename__, WorkerRow.__tablename__)
-_ROUTED_FIELDS = {ModelRow.__tablename__: ("name",), WorkerRow.__tablename__: ("name", "ip", "port")}
+_ROUTED_FIELDS = {
+    ModelRow.__tablename__: ("name", "backend", "backend_parameters", "routes"),
+    WorkerRow.__tablename__: ("name", "ip", "port"),
+}
+ENGINE_HOST = "127.0.0.1"  # where engines listen on their worker's machine (backends/base.py)
 
 
 @dataclass(frozen=True)
@@ -30,29 +47,89 @@ class Endpoint:
     worker_name: str
     worker_address: str  # http://ip:port of the worker's API
     engine_port: int
+    # Where the gateway connects, and what its request says besides the route: for a direct endpoint the
+    # engine and its secret; otherwise the worker, its credential and the target engine.
+    direct: bool = False
+    host: str = ENGINE_HOST
+    port: int = 0
+    path_prefix: bytes = b"/v1/"
+    headers: bytes = b""  # complete header lines, each ending in CRLF
+
+
+@dataclass(frozen=True)
+class ModelRoutes:
+    """A deployed model as the gateway needs it: its name, backend and the routes that backend serves."""
+
+    id: int
+    name: str
+    backend: str
+    routes: frozenset[OpenAIRoute]
+
+    def describe_routes(self) -> str:
+        return ", ".join(sorted(f"/v1/{route.value}" for route in self.routes)) or "none"
+
+
+def local_addresses() -> frozenset[str]:
+    """Every address of this machine's interfaces: a worker reporting one of them runs here."""
+    found = {"127.0.0.1", "::1", "localhost"}
+    try:
+        for addresses in psutil.net_if_addrs().values():
+            for address in addresses:
+                if address.family in (socket.AF_INET, socket.AF_INET6):
+                    found.add(address.address.split("%", 1)[0])
+    except OSError:
+        pass
+    return frozenset(found)
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return ip == "localhost"
+
+
+def served_routes(model: dict[str, Any]) -> frozenset[OpenAIRoute]:
+    """The routes a model's backend serves for it, from the backend contract."""
+    try:
+        spec = ModelSpec.model_validate(model)
+        backend = backend_of(spec.backend)
+        return frozenset(backend.routes(spec, backend.parse_options(spec.backend_parameters)))
+    except (UnknownBackend, ValueError, ArithmeticError) as exc:
+        # Stored before a check that now refuses it: no route is better than a wrong one.
+        logger.warning("model %s: cannot tell which routes it serves: %s", model.get("name"), exc)
+        return frozenset()
 
 
 class RoutingTable:
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        credential: Callable[[int], str] | None = None,
+        local: frozenset[str] | None = None,
+    ) -> None:
         self.models: dict[int, dict[str, Any]] = {}
         self._instances: dict[int, dict[str, Any]] = {}
         self._workers: dict[int, dict[str, Any]] = {}
         self._by_name: dict[str, list[Endpoint]] = {}
         self._model_names: dict[str, int] = {}
-        self._turns: dict[str, itertools.count] = {}
+        self._routes: dict[str, ModelRoutes] = {}
+        self._credential = credential
+        self._route_keys: dict[tuple[Any, ...], ModelRoutes] = {}
+        self._local = local if local is not None else local_addresses()
+        # Told the ids of the instances still routed after each rebuild (the balancer forgets the rest).
+        self.on_rebuild: Callable[[set[int]], None] | None = None
 
     # ---- reads, on the request path
 
     def has_model(self, name: str) -> bool:
         return name in self._model_names
 
+    def model(self, name: str) -> ModelRoutes | None:
+        return self._routes.get(name)
+
     def endpoints(self, name: str) -> list[Endpoint]:
-        """Running endpoints of a model, rotated so that successive requests start at the next one."""
-        endpoints = self._by_name.get(name, [])
-        if len(endpoints) < 2:
-            return endpoints
-        start = next(self._turns.setdefault(name, itertools.count())) % len(endpoints)
-        return endpoints[start:] + endpoints[:start]
+        """Running endpoints of a model, by instance id (the balancer orders them per request)."""
+        return self._by_name.get(name, [])
 
     # ---- reads, for the metrics (at scrape time: the cluster's state without a query)
 
@@ -102,20 +179,57 @@ class RoutingTable:
                 or not instance["port"]
             ):
                 continue
-            by_name.setdefault(instance["model_name"], []).append(
-                Endpoint(
-                    instance_id=instance["id"],
-                    instance_name=instance["name"],
-                    worker_id=worker["id"],
-                    worker_name=worker["name"],
-                    worker_address=f"http://{worker['ip']}:{worker['port']}",
-                    engine_port=instance["port"],
-                )
-            )
+            by_name.setdefault(instance["model_name"], []).append(self._endpoint(instance, worker))
         for endpoints in by_name.values():
             endpoints.sort(key=lambda e: e.instance_id)
         self._by_name = by_name
         self._model_names = {m["name"]: m["id"] for m in self.models.values()}
+        # Routes depend on the backend's fields only: they are worked out again when those change.
+        routes: dict[str, ModelRoutes] = {}
+        by_key: dict[tuple[Any, ...], ModelRoutes] = {}
+        for model in self.models.values():
+            key = (
+                model["id"],
+                model["name"],
+                str(model.get("backend")),
+                tuple(model.get("backend_parameters") or ()),
+                tuple(model.get("routes") or ()),
+            )
+            found = self._route_keys.get(key) or ModelRoutes(
+                model["id"], model["name"], str(model.get("backend")), served_routes(model)
+            )
+            routes[model["name"]] = by_key[key] = found
+        self._routes = routes
+        self._route_keys = by_key
+        if self.on_rebuild is not None:
+            self.on_rebuild({e.instance_id for endpoints in by_name.values() for e in endpoints})
+
+    def _endpoint(self, instance: dict[str, Any], worker: dict[str, Any]) -> Endpoint:
+        port = int(instance["port"])
+        credential = self._credential(worker["id"]) if self._credential is not None else ""
+        secret = engine_secret(credential, instance["id"]) if credential else ""
+        direct = _is_loopback(worker["ip"]) or worker["ip"] in self._local
+        common = dict(
+            instance_id=instance["id"],
+            instance_name=instance["name"],
+            worker_id=worker["id"],
+            worker_name=worker["name"],
+            worker_address=f"http://{worker['ip']}:{worker['port']}",
+            engine_port=port,
+        )
+        if direct:
+            headers = f"Host: {ENGINE_HOST}:{port}\r\n"
+            if secret:
+                headers += f"Authorization: Bearer {secret}\r\n"
+            return Endpoint(**common, direct=True, host=ENGINE_HOST, port=port, headers=headers.encode())
+        host = str(worker["ip"])
+        headers = (
+            f"Host: {host}:{worker['port']}\r\nAuthorization: Bearer {credential}\r\n"
+            f"X-Target-Port: {port}\r\nX-Target-Instance: {instance['id']}\r\n"
+        )
+        return Endpoint(
+            **common, host=host, port=int(worker["port"]), path_prefix=b"/proxy/v1/", headers=headers.encode()
+        )
 
 
 async def _load(ctx: ServerContext, table: RoutingTable) -> None:
