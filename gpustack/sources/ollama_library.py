@@ -13,6 +13,7 @@ import httpx
 
 from gpustack.sources.base import FileSet, ModelFormat, ModelReader, RemoteFile, SourceError, SourceSettings
 from gpustack.sources.http import read_json, sync_client, unreachable
+from gpustack.sources.ollama_template import to_jinja
 from gpustack.sources.remote_reader import Listing, RemoteReader
 
 if TYPE_CHECKING:
@@ -25,6 +26,8 @@ MODEL_LAYER = "application/vnd.ollama.image.model"
 PROJECTOR_LAYER = "application/vnd.ollama.image.projector"
 PARAMS_LAYER = "application/vnd.ollama.image.params"
 TEMPLATE_LAYER = "application/vnd.ollama.image.template"
+SYSTEM_LAYER = "application/vnd.ollama.image.system"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
 MODEL_FILE = "model.gguf"
 PROJECTOR_FILE = "mmproj-model.gguf"
 _NAME = re.compile(
@@ -213,10 +216,22 @@ class OllamaLibrary:
             if isinstance(values, dict):
                 parameters += sampling_parameters(values)
                 extra["ollama-params.json"] = json.dumps(values, indent=2)
+        system = ""
+        system_layer = _layer(layers, SYSTEM_LAYER)
+        if system_layer is not None:
+            system = _small_blob(_file(base, system_layer, "system", where), settings, where).decode(
+                errors="replace"
+            )
         template = _layer(layers, TEMPLATE_LAYER)
         if template is not None:
-            text = _small_blob(_file(base, template, "template", where), settings, where)
-            extra["ollama-template.txt"] = text.decode(errors="replace")
+            text = _small_blob(_file(base, template, "template", where), settings, where).decode(
+                errors="replace"
+            )
+            extra["ollama-template.txt"] = text
+            jinja = to_jinja(text, system)
+            if jinja is not None:  # else the template inside the GGUF, llama.cpp's default
+                extra[CHAT_TEMPLATE_FILE] = jinja
+                parameters += ("--chat-template-file", CHAT_TEMPLATE_FILE)
         return FileSet(tuple(files), main=MODEL_FILE, parameters=parameters, extra_files=extra)
 
 

@@ -176,6 +176,9 @@ def test_a_model_from_the_ollama_library_runs_with_its_parameters_and_answers_ch
     argv = psutil.Process(instance["pid"]).cmdline()
     assert argv[argv.index("--temp") + 1] == "0.2"  # the params layer's default
     assert argv[argv.index("--ctx-size") + 1] == "2048"  # num_ctx is not applied over the estimate's
+    # The template layer, as the Jinja llama.cpp reads, is the chat template the engine runs with.
+    template = Path(argv[argv.index("--chat-template-file") + 1])
+    assert template.name == "chat_template.jinja" and "for message in messages" in template.read_text()
     (file,) = [f for f in _files(api) if f["ollama_library_model_name"] == "smollm2:135m"]
     folder = Path(file["resolved_paths"][0]).parent
     assert (folder / "ollama-template.txt").read_text() == TEMPLATE

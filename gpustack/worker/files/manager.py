@@ -228,7 +228,8 @@ class FileManager:
             raise await self._fail(download, f"downloading {download.what} failed: {message}") from None
         for name, text in files.extra_files.items():
             await asyncio.to_thread((folder / name).write_text, text)
-        parameters = [str(folder / p) if p in names else p for p in files.parameters]
+        written = set(names) | set(files.extra_files)
+        parameters = [str(folder / p) if p in written else p for p in files.parameters]
         manifest = cache.Manifest(
             key=download.key,
             folder=str(folder),
