@@ -24,6 +24,11 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gpustack.server.security import worker_credential  # noqa: E402
+from gpustack.utils.engine_secret import engine_secret  # noqa: E402
+
 PASSWORD = "bench-admin-pass"
 BODY = {"model": "smollm2", "prompt": "Hello", "max_tokens": 1, "temperature": 0}
 
@@ -88,13 +93,19 @@ def main() -> None:
 
         instance = wait(running, 180, "the model to run")
         key = admin.post("/v2/api-keys", json={"name": "bench"}).json()["value"]
-        token = Path(data_dir, "token").read_text().strip()
+        # Workers accept only their own credential; engines only their instance's secret.
+        session_secret = Path(data_dir, "session_secret").read_text().strip()
+        credential = worker_credential(session_secret, instance["worker_id"])
+        engine_key = engine_secret(credential, instance["id"])
         paths = {
-            "engine (baseline)": (f"http://127.0.0.1:{instance['port']}/v1/completions", {}),
+            "engine (baseline)": (
+                f"http://127.0.0.1:{instance['port']}/v1/completions",
+                {"Authorization": f"Bearer {engine_key}"},
+            ),
             "worker proxy": (
                 f"http://127.0.0.1:{worker_port}/proxy/v1/completions",
                 {
-                    "Authorization": f"Bearer {token}",
+                    "Authorization": f"Bearer {credential}",
                     "X-Target-Port": str(instance["port"]),
                     "X-Target-Instance": str(instance["id"]),
                 },
