@@ -272,6 +272,27 @@ RELEASE_DATA: dict[str, list[dict[str, Any]]] = {
     "user_sessions": [  # from 0004
         {"id": 1, "token_hash": "t" * 64, "user_id": 1, "created_at": _NOW, "expires_at": _LATER},
     ],
+    "model_files": [  # from 0006
+        {
+            "id": 3,
+            "worker_id": 1,
+            "worker_name": "w1",
+            "cache_key": "huggingface/Qwen/Qwen2.5-0.5B-Instruct-GGUF/*q4_k_m.gguf",
+            "source": "huggingface",
+            "huggingface_repo_id": "Qwen/Qwen2.5-0.5B-Instruct-GGUF",
+            "huggingface_filename": "*q4_k_m.gguf",
+            "state": "ready",
+            "state_message": "",
+            "size": 491400032,
+            "downloaded_bytes": 491400032,
+            "download_speed": 0,
+            "download_progress": 100.0,
+            "resolved_paths": ["/var/lib/gpustack/cache/huggingface/Qwen/Qwen2.5-0.5B-Instruct-GGUF/x.gguf"],
+            "model_names": ["m"],
+            "created_at": _NOW,
+            "updated_at": _NOW,
+        },
+    ],
 }
 
 
@@ -315,12 +336,20 @@ async def test_upgrading_from_each_earlier_revision_keeps_the_data_and_the_code_
 ) -> None:
     from alembic import command
 
+    from gpustack.schemas.model_files import ModelFilePublic
     from gpustack.schemas.models import ModelInstancePublic, ModelPublic
     from gpustack.schemas.users import UserPublic
     from gpustack.schemas.workers import WorkerPublic
     from gpustack.server.db.engine import session_factory
     from gpustack.server.db.migrate import alembic_config
-    from gpustack.server.db.tables import ApiKeyRow, ModelInstanceRow, ModelRow, UserRow, WorkerRow
+    from gpustack.server.db.tables import (
+        ApiKeyRow,
+        ModelFileRow,
+        ModelInstanceRow,
+        ModelRow,
+        UserRow,
+        WorkerRow,
+    )
 
     engine = create_engine(database_url)
     try:
@@ -344,7 +373,7 @@ async def test_upgrading_from_each_earlier_revision_keeps_the_data_and_the_code_
         async with session_factory(engine)() as session:
             for row_type, public in (
                 (UserRow, UserPublic), (WorkerRow, WorkerPublic), (ModelRow, ModelPublic),
-                (ModelInstanceRow, ModelInstancePublic),
+                (ModelInstanceRow, ModelInstancePublic), (ModelFileRow, ModelFilePublic),
             ):  # fmt: skip
                 for row in (await session.execute(select(row_type))).scalars():
                     public.model_validate(row)
