@@ -250,3 +250,32 @@ class ModelFileRow(Timestamped, Base):
     resolved_paths: Mapped[list[str]] = mapped_column(JSON, default=list, nullable=False)
     model_names: Mapped[list[str]] = mapped_column(JSON, default=list, nullable=False)
 
+
+class ClusterSecretRow(Base):
+    """A secret every server of a cluster must share (migration 0007): the cluster token that workers
+    join with, and the session secret their credentials derive from. Generated once, by the first server."""
+
+    __tablename__ = "cluster_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+
+class LeaderLeaseRow(Base):
+    """Which server runs the scheduler and controllers (migration 0007): the holder renews the lease; once
+    it has expired, another server may take it, with the next term. See server/leader_lease.py."""
+
+    __tablename__ = "leader_lease"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64), nullable=False)  # the holding process's random id
+    term: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Who holds it, in words for people, and to recognise this server's own earlier process.
+    holder_host: Mapped[str] = mapped_column(String(255), nullable=False)
+    holder_data_dir: Mapped[str] = mapped_column(Text, nullable=False)
+    holder_address: Mapped[str] = mapped_column(String(255), nullable=False)
+    holder_pid: Mapped[int] = mapped_column(Integer, nullable=False)
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    renewed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
