@@ -1,4 +1,10 @@
-"""In-process publish/subscribe of resource changes: feeds watch streams, controllers and caches."""
+"""Publish/subscribe of resource changes: feeds watch streams, controllers and caches.
+
+`EventBus` fans events out within one process; that is all a single server needs. With several servers on
+one PostgreSQL, `bus_postgres.PostgresEventBus` extends it: what a transaction changes is also sent to the
+other servers with that transaction (NOTIFY), and what they commit arrives here as events. Both answer to
+the `Bus` protocol, which is all that publishers (db/events.py) and subscribers use.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,12 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Protocol
+
+from sqlalchemy.engine import Connection
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +67,15 @@ class Subscription:
             if self.observer is not None:
                 self.observer.overflowed()
 
+    def resync(self) -> None:
+        """Tell the reader that it may have missed events (the next get raises OverflowError once the
+        queue is drained): it re-lists what it follows, as after falling behind."""
+        self.overflowed = True
+        try:
+            self.queue.put_nowait(None)  # wakes a reader waiting on an empty queue
+        except asyncio.QueueFull:
+            pass  # the reader is not waiting: it drains the queue and then sees the overflow
+
     async def get(self, timeout: float | None = None) -> Event | None:
         """The next event; None on timeout. Raises OverflowError once the subscriber missed events."""
         if self.overflowed and self.queue.empty():
@@ -67,12 +84,37 @@ class Subscription:
             event = await asyncio.wait_for(self.queue.get(), timeout)
         except asyncio.TimeoutError:
             return None
-        if event is not None and self.observer is not None:
+        if event is None:  # put there by resync()
+            raise OverflowError("subscriber may have missed events")
+        if self.observer is not None:
             self.observer.delivered(event.topic, time.monotonic() - event.published_at)
         return event
 
 
+class Bus(Protocol):
+    """What publishers and subscribers see of an event bus, whichever carries it."""
+
+    observer: BusObserver | None
+
+    @property
+    def subscriber_count(self) -> int: ...
+
+    def publish(self, event: Event) -> None:
+        """Deliver a committed change to this process's subscribers."""
+
+    def send_with(self, connection: Connection, events: list[Event]) -> None:
+        """Hand changes flushed in the transaction on `connection` to the other servers; they go out only
+        if that transaction commits."""
+
+    def subscribe(self, *topics: str) -> AbstractAsyncContextManager[Subscription]: ...
+
+    def resync_all(self) -> None:
+        """Tell every subscriber it may have missed events."""
+
+
 class EventBus:
+    """In-process fan-out: every subscriber of a topic gets each event published on it."""
+
     def __init__(self, max_pending: int = 10_000) -> None:
         self._subscriptions: set[Subscription] = set()
         self._max_pending = max_pending
@@ -89,6 +131,13 @@ class EventBus:
         for subscription in list(self._subscriptions):
             if event.topic in subscription.topics:
                 subscription.offer(event)
+
+    def send_with(self, connection: Connection, events: list[Event]) -> None:
+        """Nothing: in one process, publish() after the commit reaches everyone."""
+
+    def resync_all(self) -> None:
+        for subscription in list(self._subscriptions):
+            subscription.resync()
 
     @asynccontextmanager
     async def subscribe(self, *topics: str) -> AsyncIterator[Subscription]:

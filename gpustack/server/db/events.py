@@ -1,20 +1,34 @@
-"""Publish every committed change of a watched table on the event bus, whoever made it."""
+"""Publish every committed change of a watched table on the event bus, whoever made it.
+
+Changes are collected at each flush and published after the commit; a rollback discards them. A bus that
+reaches other servers is also handed each flush's changes inside the transaction (bus.send_with), so that
+they leave with the commit and never without it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import event
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from gpustack.schemas.model_files import ModelFilePublic
 from gpustack.schemas.models import ModelInstancePublic, ModelPublic
 from gpustack.schemas.workers import WorkerPublic
-from gpustack.server.bus import Event, EventBus, EventType
-from gpustack.server.db.tables import ApiKeyRow, ModelFileRow, ModelInstanceRow, ModelRow, UserRow, WorkerRow
+from gpustack.server.bus import Bus, Event, EventType
+from gpustack.server.db.tables import (
+    ApiKeyRow,
+    Base,
+    ModelFileRow,
+    ModelInstanceRow,
+    ModelRow,
+    UserRow,
+    WorkerRow,
+)
 
-_PUBLIC_VIEWS: dict[type, type[BaseModel] | None] = {
+_PUBLIC_VIEWS: dict[type[Base], type[BaseModel] | None] = {
     WorkerRow: WorkerPublic,
     ModelRow: ModelPublic,
     ModelInstanceRow: ModelInstancePublic,
@@ -34,20 +48,24 @@ def _describe(row: Any) -> dict[str, Any]:
 
 
 def _after_flush(session: Session, _context: Any) -> None:
-    if "bus" not in session.info:
+    bus: Bus | None = session.info.get("bus")
+    if bus is None:
         return
-    pending: list[Event] = session.info.setdefault(_PENDING, [])
+    flushed: list[Event] = []
     for rows, kind in ((session.new, EventType.CREATED), (session.dirty, EventType.UPDATED)):
         for row in rows:
             if type(row) in _PUBLIC_VIEWS and (kind is EventType.CREATED or session.is_modified(row)):
-                pending.append(Event(row.__tablename__, kind, _describe(row)))
+                flushed.append(Event(row.__tablename__, kind, _describe(row)))
     for row in session.deleted:
         if type(row) in _PUBLIC_VIEWS:
-            pending.append(Event(row.__tablename__, EventType.DELETED, _describe(row)))
+            flushed.append(Event(row.__tablename__, EventType.DELETED, _describe(row)))
+    if flushed:
+        session.info.setdefault(_PENDING, []).extend(flushed)
+        bus.send_with(session.connection(), flushed)
 
 
 def _after_commit(session: Session) -> None:
-    bus: EventBus | None = session.info.get("bus")
+    bus: Bus | None = session.info.get("bus")
     events: list[Event] = session.info.pop(_PENDING, [])
     if bus is None:
         return
@@ -65,3 +83,20 @@ def install() -> None:
         event.listen(Session, "after_flush", _after_flush)
         event.listen(Session, "after_commit", _after_commit)
         event.listen(Session, "after_soft_rollback", _after_rollback)
+
+
+TABLES: dict[str, type[Base]] = {str(row_type.__tablename__): row_type for row_type in _PUBLIC_VIEWS}
+
+
+def describes_whole_row(topic: str) -> bool:
+    """Whether events of `topic` carry the row's public view (else only its id)."""
+    return _PUBLIC_VIEWS[TABLES[topic]] is not None
+
+
+async def read_current(session: AsyncSession, topic: str, ids: set[int]) -> dict[int, dict[str, Any]]:
+    """The rows of `topic` with these ids as events describe them now; a row deleted since is missing."""
+    row_type: Any = TABLES[topic]
+    if not describes_whole_row(topic):
+        return {row_id: {"id": row_id} for row_id in ids}
+    rows = (await session.execute(select(row_type).where(row_type.id.in_(ids)))).scalars()
+    return {row.id: _describe(row) for row in rows}
