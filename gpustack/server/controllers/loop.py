@@ -10,6 +10,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm.exc import StaleDataError
 
 from gpustack.server.db.retry import DatabaseBusy
+from gpustack.server.leader_lease import NotLeader
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,9 @@ async def reconcile_forever(
             raise
         except StaleDataError:
             logger.info("%s: a row changed under this step; it runs again", name)
+        except NotLeader:
+            # Another server took the lease over; this loop is being stopped.
+            logger.info("%s: this server no longer leads the cluster; the step did not run", name)
         except DatabaseBusy as exc:
             logger.warning("%s: %s; retrying in %.0fs", name, exc.message, interval)
         except PoolTimeout:
