@@ -105,6 +105,21 @@ def _parse_url(value: Any) -> str:
     return text
 
 
+def _parse_server_urls(value: Any) -> list[str]:
+    """One URL, several separated by commas, or a list of either (a repeated flag, a YAML list)."""
+    items = value if isinstance(value, list) else [value]
+    urls: list[str] = []
+    for item in items:
+        for part in _parse_str(item).split(","):
+            if part.strip():
+                url = _parse_url(part)
+                if url not in urls:
+                    urls.append(url)
+    if not urls:
+        raise ValueError("accepts an http:// or https:// URL such as http://10.10.10.1:80")
+    return urls
+
+
 def _parse_password(value: Any) -> str:
     return check_password(_parse_str(value))
 
@@ -325,6 +340,7 @@ class Flag:
     short: str | None = None
     is_switch: bool = False
     cli: bool = True
+    repeatable: bool = False  # may be given several times on the command line
 
     @property
     def option(self) -> str:
@@ -366,7 +382,14 @@ FLAGS: tuple[Flag, ...] = (
         f"Initial password of the admin user (at least {MIN_PASSWORD_LENGTH} characters). "
         "Random when not given.",
     ),
-    Flag("server_url", _parse_url, "URL of a server to join as a worker.", short="-s"),
+    Flag(
+        "server_url",
+        _parse_server_urls,
+        "URL of a server to join as a worker. With several servers of one cluster, give each (separated by "
+        "commas, or the flag repeated): the worker moves to the next when the one it uses cannot be reached.",
+        short="-s",
+        repeatable=True,
+    ),
     Flag("worker_name", _parse_name, "Name of this worker. Default the hostname."),
     Flag("worker_ip", _parse_ip, "IP address of this worker. Default the first non-loopback address."),
     Flag("worker_port", _parse_port, "Port the worker listens on.", 10150),
@@ -494,7 +517,7 @@ class Config:
     database_url: str = ""
     disable_worker: bool = False
     bootstrap_password: str | None = None
-    server_url: str | None = None
+    server_urls: list[str] = field(default_factory=list)  # --server-url: the servers a worker joins
     worker_name: str | None = None
     worker_ip: str | None = None
     worker_port: int = 10150
@@ -520,8 +543,13 @@ class Config:
     resources: list[GPUDevice] = field(default_factory=list)
 
     @property
+    def server_url(self) -> str | None:
+        """The first server a worker joins; None for a server."""
+        return self.server_urls[0] if self.server_urls else None
+
+    @property
     def is_server(self) -> bool:
-        return self.server_url is None
+        return not self.server_urls
 
     @property
     def runs_worker(self) -> bool:
@@ -640,7 +668,8 @@ def load_config(cli_values: Mapping[str, Any], environ: Mapping[str, str]) -> Co
     log_dir = resolved.pop("log_dir", None) or os.path.join(data_dir, "log")
     bin_dir = resolved.pop("bin_dir", None) or os.path.join(data_dir, "bin")
     database_url = resolved.pop("database_url", None) or "sqlite:///" + os.path.join(data_dir, "database.db")
-    if resolved.get("server_url") and resolved.get("disable_worker"):
+    server_urls = resolved.pop("server_url", None) or []
+    if server_urls and resolved.get("disable_worker"):
         raise ConfigError("--disable-worker: cannot be combined with --server-url, which runs only a worker")
     resources = resolved.pop("resources", None) or []
     _read_token_file(resolved)
@@ -652,6 +681,7 @@ def load_config(cli_values: Mapping[str, Any], environ: Mapping[str, str]) -> Co
         bin_dir=str(Path(bin_dir).absolute()),
         config_file=config_file,
         database_url=database_url,
+        server_urls=server_urls,
         resources=resources,
         **resolved,
     )

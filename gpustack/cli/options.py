@@ -18,5 +18,9 @@ def add_flags(parser: argparse.ArgumentParser, names: Iterable[str] | None = Non
             parser.add_argument(
                 *spellings, dest=flag.name, action="store_const", const=True, default=None, help=flag.help
             )
+        elif flag.repeatable:
+            parser.add_argument(
+                *spellings, dest=flag.name, action="append", default=None, help=flag.help + default_note
+            )
         else:
             parser.add_argument(*spellings, dest=flag.name, default=None, help=flag.help + default_note)

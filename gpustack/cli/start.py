@@ -14,6 +14,7 @@ from gpustack import __version__
 from gpustack.cli.options import add_flags
 from gpustack.config import Config, ConfigError, load_config
 from gpustack.log import setup_logging
+from gpustack.server.start_refused import StartRefused
 from gpustack.utils.data_dir import StorageError, prepare_data_dir
 from gpustack.utils.data_dir_lock import DataDirBusy, DataDirLock
 from gpustack.utils.uvicorn_server import PortUnavailable
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         asyncio.run(_run(config))
-    except (PortUnavailable, StorageError) as exc:
+    except (PortUnavailable, StorageError, StartRefused) as exc:
         print(f"gpustack start: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -112,7 +113,7 @@ async def _run(config: Config) -> None:
     else:
         assert config.server_url and config.token
         runs.append(
-            asyncio.create_task(Worker(config, config.server_url, config.token).run(stop), name="worker")
+            asyncio.create_task(Worker(config, config.server_urls, config.token).run(stop), name="worker")
         )
     done, _ = await asyncio.wait(runs, return_when=asyncio.FIRST_COMPLETED)
     stop.set()  # one part ending (or failing) ends the process

@@ -7,6 +7,7 @@ import logging
 import platform
 import socket
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -73,9 +74,8 @@ def builtin_labels(name: str) -> dict[str, str]:
 
 
 class Worker:
-    def __init__(self, config: Config, server_url: str, token: str) -> None:
+    def __init__(self, config: Config, server_url: str | Sequence[str], token: str) -> None:
         self.config = config
-        self.server_url = server_url
         self.token = token
         self.name, self.uuid = worker_identity(config)
         self.ip = config.worker_ip or first_non_loopback_ip()
@@ -83,6 +83,7 @@ class Worker:
         # The embedded worker reaches its own server on loopback, whose certificate names the host
         # the users reach, not 127.0.0.1: nothing leaves the machine, so that one check is skipped.
         embedded = config.is_server
+        # Several URLs: servers of one cluster, used in turn when one cannot be reached.
         self.client = ServerClient(server_url, token, verify=not embedded)
         self.detectors = default_detectors()
         # The latest GPU detection: vendor tools can be slow or hang, so they run on their own loop and
@@ -93,6 +94,11 @@ class Worker:
         self.serve = ServeManager(config, self._current_id, self.client, lambda: self.detection.devices)
         # The instances the server assigns here, as last watched (the metrics name each engine's model).
         self.assigned: dict[int, dict] = {}
+
+    @property
+    def server_url(self) -> str:
+        """The server this worker talks to now."""
+        return self.client.server_url
 
     def _current_id(self) -> int:
         return self.worker_id or -1
@@ -228,10 +234,11 @@ class Worker:
                     self.serve.reconcile(view)
                     self.assigned = view
             except (httpx.HTTPError, ServerError, ValueError) as exc:
+                # The error names the server that failed; the client may have moved on to another.
                 logger.warning(
-                    "watch on %s interrupted: %s; reconnecting in %.0fs",
-                    self.server_url,
+                    "watch interrupted: %s; reconnecting to %s in %.0fs",
                     describe_error(exc),
+                    self.server_url,
                     delay,
                 )
             except Exception:

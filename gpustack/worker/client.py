@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
@@ -11,6 +11,7 @@ import httpx
 from gpustack.schemas.model_files import ModelFileClaim, ModelFileStateUpdate
 from gpustack.schemas.models import ModelInstanceStateUpdate
 from gpustack.schemas.workers import WorkerRegistered, WorkerRegistration, WorkerStatusReport
+from gpustack.worker.failover import FailoverClient
 
 
 class ServerError(RuntimeError):
@@ -22,13 +23,19 @@ class ServerError(RuntimeError):
 
 
 class ServerClient:
-    """Registers with the cluster token, then uses the worker's own credential for everything else."""
+    """Registers with the cluster token, then uses the worker's own credential for everything else.
+    Given the URLs of several servers of one cluster, it moves on to the next when one cannot be reached
+    (any server accepts the token and the credential: they share their secrets)."""
 
-    def __init__(self, server_url: str, token: str, verify: bool = True) -> None:
-        self.server_url = server_url.rstrip("/")
+    def __init__(self, server_urls: str | Sequence[str], token: str, verify: bool = True) -> None:
         self._token = token
         self.credential: str | None = None
-        self._http = httpx.AsyncClient(base_url=self.server_url, timeout=httpx.Timeout(15.0), verify=verify)
+        self._http = FailoverClient(server_urls, httpx.Timeout(15.0), verify=verify)
+
+    @property
+    def server_url(self) -> str:
+        """The server in use now."""
+        return self._http.current
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.credential or self._token}"}
