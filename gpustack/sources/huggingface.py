@@ -187,7 +187,7 @@ class HuggingFace:
         return "gguf" if name.endswith((".gguf", "*")) else "unknown"
 
     def cache_key(self, spec: ModelSpec) -> str | None:
-        return f"huggingface/{spec.huggingface_repo_id}/{spec.huggingface_filename or ''}"
+        return f"huggingface/{spec.huggingface_repo_id}/{selection_label(spec.huggingface_filename, spec)}"
 
     def reader(self, spec: ModelSpec, settings: SourceSettings) -> ModelReader:
         return _LazyReader(spec, settings)
@@ -196,6 +196,14 @@ class HuggingFace:
         repo = spec.huggingface_repo_id or ""
         _, files = list_repo(repo, settings)
         return select(files, spec.huggingface_filename, _where(repo), backend)
+
+
+def selection_label(pattern: str | None, spec: ModelSpec) -> str:
+    """The last part of a cache key: the file pattern, or which of a repository's files an engine loads
+    ("" what transformers-style engines load, "*" everything for engines with their own layout)."""
+    if pattern:
+        return pattern
+    return "*" if getattr(spec.backend, "value", spec.backend) in WHOLE_REPO_BACKENDS else ""
 
 
 def select(files: dict[str, RemoteFile], pattern: str | None, where: str, backend: str) -> FileSet:

@@ -11,7 +11,7 @@ import httpx
 
 from gpustack.sources.base import FileSet, ModelFormat, ModelReader, RemoteFile, SourceError, SourceSettings
 from gpustack.sources.http import read_json, sync_client, unreachable
-from gpustack.sources.huggingface import check_repo_id, select
+from gpustack.sources.huggingface import check_repo_id, select, selection_label
 from gpustack.sources.remote_reader import Listing, RemoteReader
 from gpustack.sources.selection import gguf_files
 
@@ -132,7 +132,7 @@ class ModelScope:
         return "gguf" if name.endswith((".gguf", "*")) else "unknown"
 
     def cache_key(self, spec: ModelSpec) -> str | None:
-        return f"modelscope/{spec.model_scope_model_id}/{spec.model_scope_file_path or ''}"
+        return f"modelscope/{spec.model_scope_model_id}/{selection_label(spec.model_scope_file_path, spec)}"
 
     def reader(self, spec: ModelSpec, settings: SourceSettings) -> ModelReader:
         return _LazyReader(spec, settings)

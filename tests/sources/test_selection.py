@@ -132,3 +132,18 @@ def test_ollama_names_and_parameters() -> None:
         "mirostat": True,
     }
     assert sampling_parameters(params) == ("--temp", "0.7", "--top-k", "40", "--seed", "42")
+
+
+def test_one_repository_read_whole_or_in_part_is_two_copies_in_one_folder() -> None:
+    from gpustack.schemas.models import ModelSpec
+    from gpustack.sources.registry import source_of
+    from gpustack.worker.files.cache import folder_of
+
+    def key(backend: str) -> str:
+        spec = ModelSpec.model_validate(
+            {"source": "huggingface", "huggingface_repo_id": "a/b", "backend": backend}
+        )
+        return source_of(spec.source).cache_key(spec) or ""
+
+    assert key("vllm") == "huggingface/a/b/" and key("vox-box") == "huggingface/a/b/*"
+    assert folder_of("/c", key("vllm")) == folder_of("/c", key("vox-box"))
