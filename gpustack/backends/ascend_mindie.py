@@ -1,9 +1,11 @@
 """Ascend MindIE: a safetensors model folder on Ascend NPUs, served by MindIE's daemon.
 
 MindIE reads a JSON configuration rather than flags: the command is its daemon, pointed at a config.json
-the worker writes into the instance's run directory. `mindie_config` is the seam where the configuration
-is generated from the placement (ports, NPU ids, world size, maxSeqLen, the NPU memory fraction, the rank
-table for several nodes); today it fills the fields the estimate and the placement decide.
+the worker writes into the instance's run directory, generated from the placement (backends/mindie_config.py:
+ports, NPU ids, world size, maxSeqLen, the NPU memory fraction). Across nodes MindIE also needs HCCL's rank
+table, which names every NPU's RoCE address: GPUStack generates it when the launch knows those addresses
+(Launch.device_ips), and otherwise refuses with what to do, since it does not collect them from the workers
+yet, nor start MindIE's daemon on the other nodes.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any
 
 from gpustack.backends.base import Command, Launch, PipPackage, Probe, Requirement
 from gpustack.backends.devices import visible_env
 from gpustack.backends.fields import reader_of, refuse_custom_fields, require_model_directory
-from gpustack.backends.parallel import engine_max_len, read_model
+from gpustack.backends.mindie_config import RankTableNode, mindie_config, rank_table
+from gpustack.backends.parallel import read_model
 from gpustack.estimate.mindie import MindieOptions, estimate_mindie, parse_mindie_options
 from gpustack.scheduler.needs import mindie_need
 from gpustack.schemas.models import ModelSpec
@@ -26,6 +28,13 @@ from gpustack.sources.base import ModelReader
 
 DEFAULT_MAX_SEQ_LEN = 8192  # the FAQ's --max-seq-len default
 CONFIG_FILE = "config.json"
+RANK_TABLE_FILE = "rank_table_file.json"
+MULTI_NODE_NOT_STARTED = (
+    "MindIE across workers needs HCCL's rank table, with the RoCE address of every NPU on every node, and "
+    "its daemon started on each node; this GPUStack does not collect those addresses from the workers nor "
+    "start the other nodes' daemons. Deploy the model on one worker's NPUs (a worker selector, or a world "
+    "size that fits one worker)"
+)
 
 
 class AscendMindie:
@@ -52,60 +61,56 @@ class AscendMindie:
         self, spec: ModelSpec, options: MindieOptions, ray: bool, model: ModelReader | None = None
     ) -> Requirement:
         estimate = estimate_mindie(read_model(reader_of(spec, model)), options)
-        model_max = estimate.arch.max_model_len if estimate.arch is not None else None
-        max_len = engine_max_len(options.max_seq_len, estimate.max_model_len, model_max)
-        need = dataclasses.replace(mindie_need(estimate, options), max_model_len=max_len)
+        # MindIE's own default maxSeqLen (2560) is not what was estimated: it is always given one.
+        need = dataclasses.replace(mindie_need(estimate, options), max_model_len=estimate.max_model_len)
         return Requirement(need, estimate.describe())
 
     def command(self, spec: ModelSpec, options: MindieOptions, launch: Launch) -> Command:
-        config = mindie_config(spec, options, launch)
+        layout = launch.layout if isinstance(launch.layout, ParallelLayout) else ParallelLayout()
+        devices = max(len(launch.devices.indexes), 1)
+        nodes = [launch.worker_ip, *launch.subordinate_ips] if layout.workers > 1 else [launch.worker_ip]
+        config = mindie_config(
+            model_name=launch.model_name,
+            model_path=launch.model_path,
+            host=launch.host,
+            port=launch.port,
+            devices=devices,
+            max_seq_len=options.max_seq_len or layout.max_model_len or DEFAULT_MAX_SEQ_LEN,
+            options=options,
+            world_size=devices * len(nodes),
+            multi_node=len(nodes) > 1,
+        )
         env = {
             **visible_env(launch.devices),
             "MIES_CONFIG_JSON_PATH": os.path.join(launch.run_dir, CONFIG_FILE),
+            "NPU_MEMORY_FRACTION": f"{options.npu_memory_fraction:g}",
         }
-        return Command([launch.executable.path], env, {CONFIG_FILE: json.dumps(config, indent=2)})
+        files = {CONFIG_FILE: json.dumps(config, indent=2)}
+        if len(nodes) > 1:
+            known = [launch.device_ips.get(node) for node in nodes]
+            if any(not ips or len(ips) != devices for ips in known):
+                raise ValueError(MULTI_NODE_NOT_STARTED)
+            table = rank_table(
+                [
+                    RankTableNode(node, list(enumerate(ips or ())))
+                    for node, ips in zip(nodes, known, strict=True)
+                ]
+            )
+            files[RANK_TABLE_FILE] = json.dumps(table, indent=2)
+            env.update(
+                RANK_TABLE_FILE=os.path.join(launch.run_dir, RANK_TABLE_FILE),
+                MASTER_IP=launch.worker_ip,
+                MIES_CONTAINER_IP=launch.worker_ip,
+                WORLD_SIZE=str(devices * len(nodes)),
+                ATB_LLM_HCCL_ENABLE="1",
+            )
+        return Command([launch.executable.path], env, files)
 
     def probe(self, spec: ModelSpec, options: MindieOptions) -> Probe:
         return Probe("/v1/models")
 
     def routes(self, spec: ModelSpec, options: MindieOptions) -> frozenset[OpenAIRoute]:
         return TEXT_GENERATION
-
-
-def mindie_config(spec: ModelSpec, options: MindieOptions, launch: Launch) -> dict[str, Any]:
-    """MindIE's config.json for this placement (the fields GPUStack decides; MindIE defaults the rest)."""
-    layout = launch.layout if isinstance(launch.layout, ParallelLayout) else ParallelLayout()
-    max_seq_len = options.max_seq_len or layout.max_model_len or DEFAULT_MAX_SEQ_LEN
-    world_size = max(len(launch.devices.indexes), 1)
-    return {
-        "ServerConfig": {
-            "ipAddress": launch.host,
-            "port": launch.port,
-            "httpsEnabled": False,
-        },
-        "BackendConfig": {
-            "npuDeviceIds": [list(range(world_size))],  # after ASCEND_RT_VISIBLE_DEVICES, counted from 0
-            "multiNodesInferEnabled": layout.workers > 1,
-            "ModelDeployConfig": {
-                "maxSeqLen": max_seq_len,
-                "maxInputTokenLen": max_seq_len,
-                "ModelConfig": [
-                    {
-                        "modelName": launch.model_name,
-                        "modelWeightPath": launch.model_path,
-                        "worldSize": world_size,
-                        "npuMemSize": -1,
-                    }
-                ],
-            },
-            "ScheduleConfig": {
-                "cacheBlockSize": options.cache_block_size,
-                "maxPrefillTokens": options.max_prefill_tokens or max_seq_len,
-                "maxBatchSize": options.max_batch_size,
-                "maxPrefillBatchSize": options.max_prefill_batch_size,
-            },
-        },
-    }
 
 
 BACKEND = AscendMindie()

@@ -10,6 +10,7 @@ is estimated is what runs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -91,6 +92,9 @@ class Launch:
     host: str = ENGINE_HOST
     worker_ip: str = ENGINE_HOST
     subordinate_ips: tuple[str, ...] = ()
+    # Per node IP, the RoCE address of each device placed there, in device order (MindIE's rank table
+    # across nodes); empty where GPUStack does not know them.
+    device_ips: Mapping[str, Sequence[str]] = field(default_factory=dict)
     run_dir: str = ""  # a folder of the instance's own, for Command.files and engine state
     # The secret callers must present (gpustack/utils/engine_secret.py); an engine that can require one
     # is started so, without putting it on the command line (other local users can read that).
