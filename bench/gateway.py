@@ -32,9 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import loadgen  # noqa: E402
 import stubcluster  # noqa: E402
 
-from gpustack.server.security import worker_credential  # noqa: E402
-from gpustack.utils.engine_secret import engine_secret  # noqa: E402
-
 BODY = {"model": "stub", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 1}
 
 
@@ -89,20 +86,47 @@ async def sequential(direct: Target, gateway: Target, body: dict, requests: int)
     return runs
 
 
+async def slow_streams(target: Target, body: dict, count: int, processes: dict[str, psutil.Process]) -> None:
+    """`count` streams at once; the server's RSS before, at its peak and after."""
+    server = processes["server"]
+    before = server.memory_info().rss
+    peak = before
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, server.memory_info().rss)
+            await asyncio.sleep(0.2)
+
+    sampler = asyncio.create_task(sample())
+    with CpuMeter(processes) as meter:
+        run = await loadgen.burst("127.0.0.1", target.port, target.raw(body), count)
+    done.set()
+    await sampler
+    await asyncio.sleep(1)
+    after = server.memory_info().rss
+    first = [r.first_byte for r in run.ok]
+    memory = f"server RSS {before / 2**20:.0f} -> peak {peak / 2**20:.0f} -> {after / 2**20:.0f} MiB"
+    done_of = f"{len(run.ok)}/{len(run.results)}"
+    print(f"   {target.name:<9} completed {done_of}  first chunk p50 {ms(first):.1f} ms, "
+          f"max {ms(first, 1.0):.1f} ms  {memory}  {run.seconds:.1f} s")  # fmt: skip
+    print(f"             CPU: {meter.describe()}  {run.statuses()}")
+
+
 async def main(args: argparse.Namespace) -> None:
     with stubcluster.stub_cluster() as cluster:
         stub_args = f"--latency-ms {args.latency_ms} --chunks 20 --chunk-interval-ms {args.interval_ms}"
         instance = cluster.deploy("stub", stub_args)[0]
-        secret = Path(cluster.data_dir, "session_secret").read_text().strip()
-        worker_id = cluster.worker()["id"]
-        key = engine_secret(worker_credential(secret, worker_id), instance["id"])
+        key = cluster.engine_key(instance)
         direct = Target("direct", instance["port"], {"Authorization": f"Bearer {key}"})
         gateway = Target("gateway", cluster.port, {"Authorization": f"Bearer {cluster.key}"})
         processes = cluster.processes()
         # Warm both paths (connections, caches).
         await sequential(direct, gateway, BODY, 100)
 
-        print(f"\nstub engine: {args.latency_ms} ms per answer; streams of 20 chunks every {args.interval_ms} ms")
+        slow_every = f"slow streams: a chunk every {args.interval_ms:.0f} ms"
+        print(f"\nstub engine: {args.latency_ms} ms per answer; {slow_every}")
         print(f"cluster: server pid {processes['server'].pid}, worker and engine its children; 2 CPUs here\n")
 
         runs = await sequential(direct, gateway, BODY, args.requests)
@@ -111,8 +135,11 @@ async def main(args: argparse.Namespace) -> None:
         base = [r.total for r in runs["direct"].ok]
         for name, run in runs.items():
             lat = [r.total for r in run.ok]
-            print(f"   {name:<9}{ms(lat):>8.3f}{ms(lat, 0.9):>8.3f}{ms(lat, 0.99):>8.3f}"
-                  f"{ms(lat) - ms(base):>+11.3f}{ms(lat, 0.99) - ms(base, 0.99):>+11.3f}  {run.statuses()}")  # fmt: skip
+            added = f"{ms(lat) - ms(base):>+11.3f}{ms(lat, 0.99) - ms(base, 0.99):>+11.3f}"
+            print(
+                f"   {name:<9}{ms(lat):>8.3f}{ms(lat, 0.9):>8.3f}{ms(lat, 0.99):>8.3f}{added}  "
+                f"{run.statuses()}"
+            )
 
         stream = {**BODY, "stream": True, "max_tokens": 3, "stub": {"interval_ms": 5}}
         runs = await sequential(direct, gateway, stream, max(100, args.requests // 4))
@@ -120,8 +147,11 @@ async def main(args: argparse.Namespace) -> None:
         base = [r.first_byte for r in runs["direct"].ok]
         for name, run in runs.items():
             first = [r.first_byte for r in run.ok]
-            print(f"   {name:<9} first chunk p50 {ms(first):.3f}  p99 {ms(first, 0.99):.3f}  "
-                  f"added p50 {ms(first) - ms(base):+.3f}  {run.statuses()}")  # fmt: skip
+            more = ms(first) - ms(base)
+            print(
+                f"   {name:<9} first chunk p50 {ms(first):.3f}  p99 {ms(first, 0.99):.3f}  "
+                f"added p50 {more:+.3f}  {run.statuses()}"
+            )
 
         print(f"\n3. concurrency 32, plain requests, {args.seconds:.0f} s per run, two runs per path")
         results: dict[str, list[tuple[loadgen.Run, CpuMeter]]] = {"direct": [], "gateway": []}
@@ -135,36 +165,14 @@ async def main(args: argparse.Namespace) -> None:
         for name, pairs in results.items():
             for run, meter in pairs:
                 lat = [r.total for r in run.ok]
-                print(f"   {name:<9}{run.rate():>8.0f} req/s  p50 {ms(lat):6.2f}  p99 {ms(lat, 0.99):6.2f} ms  "
-                      f"{run.statuses()}  CPU: {meter.describe()}")  # fmt: skip
+                figures = f"{run.rate():>8.0f} req/s  p50 {ms(lat):6.2f}  p99 {ms(lat, 0.99):6.2f} ms"
+                print(f"   {name:<9}{figures}  {run.statuses()}  CPU: {meter.describe()}")
 
         if args.streams:
             print(f"\n4. {args.streams} concurrent slow streams (20 chunks, one every {args.interval_ms} ms)")
             slow = {**BODY, "stream": True, "max_tokens": 20}
             for target in (direct, gateway):
-                server = processes["server"]
-                before = server.memory_info().rss
-                peak = before
-                done = asyncio.Event()
-
-                async def sample() -> None:
-                    nonlocal peak
-                    while not done.is_set():
-                        peak = max(peak, server.memory_info().rss)
-                        await asyncio.sleep(0.2)
-
-                sampler = asyncio.create_task(sample())
-                with CpuMeter(processes) as meter:
-                    run = await loadgen.burst("127.0.0.1", target.port, target.raw(slow), args.streams)
-                done.set()
-                await sampler
-                await asyncio.sleep(1)
-                after = server.memory_info().rss
-                first = [r.first_byte for r in run.ok]
-                print(f"   {target.name:<9} completed {len(run.ok)}/{len(run.results)}  "
-                      f"first chunk p50 {ms(first):.1f} ms, max {ms(first, 1.0):.1f} ms  "
-                      f"server RSS {before / 2**20:.0f} -> peak {peak / 2**20:.0f} -> {after / 2**20:.0f} MiB  "
-                      f"{run.seconds:.1f} s  CPU: {meter.describe()}  {run.statuses()}")  # fmt: skip
+                await slow_streams(target, slow, args.streams, processes)
         worker = cluster.worker()
         restarts = [i["restart_count"] for i in cluster.instances()]
         print(f"\nafter the run: worker {worker['state']}, engine restarts {sum(restarts)}")

@@ -70,6 +70,14 @@ class StubCluster:
         instances: list[dict[str, Any]] = wait(running, 120, f"{name} to run")
         return instances
 
+    def engine_key(self, instance: dict[str, Any]) -> str:
+        """The secret the instance's engine requires (what the gateway presents for it)."""
+        from gpustack.server.security import worker_credential
+        from gpustack.utils.engine_secret import engine_secret
+
+        session_secret = Path(self.data_dir, "session_secret").read_text().strip()
+        return engine_secret(worker_credential(session_secret, instance["worker_id"]), instance["id"])
+
     def instances(self) -> list[dict[str, Any]]:
         return list(self.admin.get("/v2/model-instances").json()["items"])
 
