@@ -11,7 +11,7 @@ the gateway, interleaved in blocks so that drift hits both:
 - concurrency 1, streams: time to the first chunk;
 - concurrency 32: requests per second, p50/p99, and the CPU each process used;
 - N concurrent slow streams (20 chunks over 10 s each): completed, first chunk p50/max, the server's RSS
-  before, at its peak and after, and CPU.
+  before, at its peak and after, and CPU; through the gateway twice, to see that memory stays flat.
 """
 
 from __future__ import annotations
@@ -171,7 +171,9 @@ async def main(args: argparse.Namespace) -> None:
         if args.streams:
             print(f"\n4. {args.streams} concurrent slow streams (20 chunks, one every {args.interval_ms} ms)")
             slow = {**BODY, "stream": True, "max_tokens": 20}
-            for target in (direct, gateway):
+            # Through the gateway twice: memory that stays flat does not grow with the second burst.
+            again = Target("again", gateway.port, gateway.headers)
+            for target in (direct, gateway, again):
                 await slow_streams(target, slow, args.streams, processes)
         worker = cluster.worker()
         restarts = [i["restart_count"] for i in cluster.instances()]
