@@ -72,14 +72,20 @@ class Leadership:
 
     async def _campaign(self) -> int:
         followed: tuple[str, int] | None = None
+        failing: str | None = None  # said once, not every second while the database is away
         while True:
             try:
                 result = await self.lease.acquire()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                logger.warning("cannot reach the leader lease in the database: %s; trying again", exc)
+                if str(exc) != failing:
+                    failing = str(exc)
+                    logger.warning(
+                        "cannot reach the leader lease in the database: %s; trying every second", exc
+                    )
             else:
+                failing = None
                 if isinstance(result, int):
                     return result
                 if followed != (result.id, result.term):
