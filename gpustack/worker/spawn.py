@@ -1,6 +1,12 @@
 """How the worker starts a child (an engine, an RPC server): in a process group of its own, at a lower CPU
-priority than gpustack itself, and, on Linux, with SIGTERM when the worker dies; without holding up the
-event loop.
+priority than gpustack itself, and, on Linux, killed (SIGKILL) when the worker dies; without holding up
+the event loop.
+
+SIGKILL, not SIGTERM: an engine whose worker is gone has no one to supervise it, and a graceful stop can
+hang. llama.cpp's server, sent SIGTERM, stops answering but keeps its connections open, so a request in
+flight waited until its client gave up (80-120 s in bench/chaos.py) while a new engine of the same instance
+started beside the old one and held its memory twice. Killed, its sockets close at once and the gateway
+moves on to another replica.
 
 Python code in the child (Popen's preexec_fn) makes Popen fork the whole worker and then wait, on the
 event loop, until the child has run it and exec'd: measured 22-30 ms a start on an idle 2-core host and
@@ -37,13 +43,13 @@ class SpawnPlan:
 
 
 def die_with_parent() -> None:
-    """In the child before exec, where nothing else can: SIGTERM when the worker dies (Linux), its own
+    """In the child before exec, where nothing else can: SIGKILL when the worker dies (Linux), its own
     process group, and a lower priority."""
     if sys.platform.startswith("linux"):
         import ctypes
 
         with contextlib.suppress(OSError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     os.setpgrp()
     with contextlib.suppress(OSError):
         os.nice(ENGINE_NICENESS)
@@ -78,6 +84,6 @@ def spawn_plan(command: list[str]) -> SpawnPlan:
         wrapper = setpriv()
         if wrapper is not None:
             # setpriv and nice each exec the next: the engine keeps the pid, and the signal survives exec.
-            argv = [wrapper, "--pdeathsig", "TERM", "--", *_nice(), *command]
+            argv = [wrapper, "--pdeathsig", "KILL", "--", *_nice(), *command]
             return SpawnPlan(argv, {"process_group": 0})
     return SpawnPlan(command, {"preexec_fn": die_with_parent})

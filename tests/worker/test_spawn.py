@@ -26,7 +26,7 @@ def test_engines_start_without_python_code_in_the_child() -> None:
     plan = spawn_plan(["/bin/engine", "--port", "1"])
     assert "preexec_fn" not in plan.options  # it forces a fork of the whole worker, waited for on the loop
     assert plan.options == {"process_group": 0}
-    assert plan.argv[:4] == [setpriv(), "--pdeathsig", "TERM", "--"]
+    assert plan.argv[:4] == [setpriv(), "--pdeathsig", "KILL", "--"]
     assert plan.argv[-3:] == ["/bin/engine", "--port", "1"]
 
 
@@ -43,7 +43,9 @@ def _program(pid: int) -> bytes:
 
 
 @linux_with_setpriv
-def test_an_engine_dies_with_its_worker_and_has_its_own_process_group(tmp_path: Path) -> None:
+def test_an_engine_dies_with_its_worker_even_if_it_ignores_sigterm_and_has_its_own_process_group(
+    tmp_path: Path,
+) -> None:
     worker = textwrap.dedent(
         f"""
         import asyncio, pathlib, sys
@@ -52,7 +54,9 @@ def test_an_engine_dies_with_its_worker_and_has_its_own_process_group(tmp_path: 
 
         async def main():
             log = pathlib.Path({str(tmp_path / "e.log")!r})
-            engine = await start_logged(["sleep", "300"], {{"PATH": "/usr/bin:/bin"}}, log)
+            # An engine that does not stop on SIGTERM (llama.cpp's server hangs on to its connections).
+            command = ["sh", "-c", "trap '' TERM; exec sleep 300"]
+            engine = await start_logged(command, {{"PATH": "/usr/bin:/bin"}}, log)
             print(engine.pid, flush=True)
             await asyncio.sleep(300)
 
@@ -64,7 +68,7 @@ def test_an_engine_dies_with_its_worker_and_has_its_own_process_group(tmp_path: 
     engine = int(parent.stdout.readline())
     try:
         assert os.getpgid(engine) == engine  # its own group: stopping it stops whatever it started
-        assert "sleep 300" in (tmp_path / "e.log").read_text()  # the log names the engine, not the wrapper
+        assert "exec sleep 300" in (tmp_path / "e.log").read_text()  # the engine's command, not the wrapper
         deadline = time.monotonic() + 10
         while _program(engine) != b"sleep" and time.monotonic() < deadline:
             time.sleep(0.01)  # setpriv, then the engine itself under the same pid
