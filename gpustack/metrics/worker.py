@@ -1,5 +1,5 @@
-"""A worker's metrics: its GPUs (from detection), its machine, each engine process's CPU and memory, and
-the engines' own metrics passed through."""
+"""A worker's metrics: its GPUs (from detection), its machine, each engine process's CPU and memory, the
+model files it is downloading, and the engines' own metrics passed through."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from gpustack import __version__
 from gpustack.metrics.engines import EngineProcess, EngineScraper, Families
 from gpustack.schemas.workers import GPUDevice
+from gpustack.worker.files.manager import DownloadInProgress
 
 GPU_LABELS = ["worker", "gpu", "gpu_index", "gpu_name", "gpu_type"]
 ENGINE_LABELS = ["worker", "model", "model_instance"]
@@ -86,6 +87,29 @@ def engine_families(worker: str, engines: Sequence[EngineProcess]) -> list[Metri
     return [up, cpu, rss]
 
 
+def download_families(worker: str, downloads: Sequence[DownloadInProgress]) -> list[Metric]:
+    running = GaugeMetricFamily(
+        "gpustack_worker_downloads_in_progress",
+        "Model file downloads running on this worker.",
+        labels=["worker"],
+    )
+    running.add_metric([worker], len(downloads))
+    done = GaugeMetricFamily(
+        "gpustack_worker_download_bytes",
+        "Bytes on disk of a model file download in progress (resumed bytes included).",
+        labels=["worker", "model_file"],
+    )
+    total = GaugeMetricFamily(
+        "gpustack_worker_download_total_bytes",
+        "Bytes in all of a model file download in progress (0 until its files are listed).",
+        labels=["worker", "model_file"],
+    )
+    for download in downloads:
+        done.add_metric([worker, download.what], download.done)
+        total.add_metric([worker, download.what], download.total)
+    return [running, done, total]
+
+
 def machine_families(worker: str) -> list[Metric]:
     memory = psutil.virtual_memory()
     cpu = GaugeMetricFamily(
@@ -112,11 +136,13 @@ class _Snapshot:
         self.worker = ""
         self.devices: Sequence[GPUDevice] = ()
         self.engines: Sequence[EngineProcess] = ()
+        self.downloads: Sequence[DownloadInProgress] = ()
 
     def collect(self) -> Iterator[Metric]:
         yield from machine_families(self.worker)
         yield from gpu_families(self.worker, self.devices)
         yield from engine_families(self.worker, self.engines)
+        yield from download_families(self.worker, self.downloads)
 
 
 class WorkerMetrics:
@@ -127,11 +153,13 @@ class WorkerMetrics:
         worker: Callable[[], str],
         devices: Callable[[], Sequence[GPUDevice]],
         engines: Callable[[], Sequence[EngineProcess]],
+        downloads: Callable[[], Sequence[DownloadInProgress]] = lambda: (),
     ) -> None:
         disable_created_metrics()
         self._worker = worker
         self._devices = devices
         self._engines = engines
+        self._downloads = downloads
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         info = GaugeMetricFamily(
@@ -152,6 +180,7 @@ class WorkerMetrics:
             self._snapshot.worker = worker
             self._snapshot.devices = list(self._devices())
             self._snapshot.engines = engines
+            self._snapshot.downloads = list(self._downloads())
             passthrough = await self._scraper.collect(worker, engines)
             # /proc reads of every engine process: off the event loop that relays requests.
             own = await asyncio.to_thread(generate_latest, self.registry)

@@ -163,3 +163,41 @@ async def test_removing_a_source_keeps_files_another_source_still_lists(tmp_path
     assert cache.read_manifest(str(tmp_path), "huggingface/org/model-GGUF/*q4_k_m.gguf") is None
     await manager.remove("huggingface/org/model-GGUF/model-Q4_K_M.gguf")
     assert not _exists(by_name.main) and not _exists(tmp_path / "huggingface")
+
+
+async def test_a_running_download_shows_in_the_workers_metrics_until_it_completes(tmp_path, hub) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from gpustack.metrics.worker import WorkerMetrics
+
+    state, endpoint, folder = hub
+    state.throttle = 1024 * 1024  # about 3 s
+    manager = FileManager(str(tmp_path), SourceSettings.of(None, {"HF_ENDPOINT": endpoint}), Server())
+    metrics = WorkerMetrics(lambda: "w1", lambda: [], lambda: [], manager.in_progress)
+
+    async def scrape() -> dict[tuple[str, str], float]:
+        text = (await metrics.render()).decode()
+        return {
+            (sample.name, sample.labels.get("model_file", "")): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name.startswith("gpustack_worker_download")
+        }
+
+    running = asyncio.create_task(manager.ensure(_spec(), 1))
+    what = "huggingface org/model-GGUF *q4_k_m.gguf"
+    try:
+        found: dict[tuple[str, str], float] = {}
+        for _ in range(200):
+            found = await scrape()
+            if found.get(("gpustack_worker_download_total_bytes", what)):
+                break
+            await asyncio.sleep(0.02)
+        assert found[("gpustack_worker_downloads_in_progress", "")] == 1
+        assert found[("gpustack_worker_download_total_bytes", what)] == SIZE
+        assert 0 <= found[("gpustack_worker_download_bytes", what)] < SIZE
+        await running
+        assert await scrape() == {("gpustack_worker_downloads_in_progress", ""): 0}
+    finally:
+        running.cancel()
+        await metrics.aclose()

@@ -49,6 +49,15 @@ class _Download:
     file_id: int | None = None
 
 
+@dataclass(frozen=True)
+class DownloadInProgress:
+    """A running download as the worker's metrics show it."""
+
+    what: str  # the source's description of the model (repository and file pattern, Ollama name, ...)
+    done: int  # bytes on disk
+    total: int  # bytes in all, once the files are listed (0 before)
+
+
 def source_fields(spec: ModelSpec) -> dict[str, Any]:
     return {"source": spec.source.value, **{name: getattr(spec, name) for name in SOURCE_FIELDS}}
 
@@ -63,6 +72,11 @@ class FileManager:
 
     def downloading(self, key: str) -> bool:
         return key in self._downloads
+
+    def in_progress(self) -> list[DownloadInProgress]:
+        return [
+            DownloadInProgress(d.what, d.progress.done, d.progress.total) for d in self._downloads.values()
+        ]
 
     async def ensure(
         self, spec: ModelSpec, model_id: int, listener: Listener | None = None
@@ -280,4 +294,3 @@ class FileManager:
                     download_progress=percent,
                 ),
             )
-
