@@ -330,13 +330,27 @@ def test_workers_page_edits_labels_and_says_how_to_add_a_worker(page: Page, serv
     page.keyboard.press("Escape")
 
 
-def test_dashboard_counts_what_runs(page: Page) -> None:
+def test_dashboard_counts_what_runs_and_the_tokens_served(page: Page, server: UIServer) -> None:
     from playwright.sync_api import expect
 
+    # The chats of the tests above went through the gateway, which writes usage in batches every few seconds.
+    def served() -> dict[str, Any]:
+        response = server.http.get("/v2/usage", params={"group_by": "hour"})
+        response.raise_for_status()
+        return response.json()
+
+    wait_until(lambda: served()["total"]["requests"] >= 3, 30, "the chats above in GET /v2/usage")
+    report = served()
+    assert len(report["items"]) >= 1 and all(item["hour"] for item in report["items"])
     _menu(page, "Dashboard")
     dashboard = page.get_by_test_id("dashboard")
     expect(dashboard).to_contain_text("Instances running")
-    expect(page.get_by_test_id("usage-empty")).to_be_visible()  # until the server records usage
+    expect(page.get_by_test_id("usage-chart")).to_be_visible()  # one bar per hour, not the empty state
+    expect(page.get_by_test_id("usage-empty")).to_have_count(0)
+    total = report["total"]
+    expect(page.get_by_test_id("usage-total")).to_have_text(
+        f"{total['total_tokens']} tokens in {total['requests']} requests over the last 24 hours"
+    )
     shoot(page, "dashboard")
 
 
@@ -369,10 +383,12 @@ def test_delete_models_with_confirmation_and_their_file_stays(page: Page, server
     assert server.http.get("/v2/models").json()["items"] == []
     gguf = smollm2_path()
     assert gguf is not None and Path(gguf).is_file()  # deleting a model keeps its files
+    # Model Files lists the copies workers keep in their cache; a model deployed from a local path has none
+    # (its file is used where it is), so the page says so instead of listing the user's own file.
+    assert server.http.get("/v2/model-files").json()["items"] == []
     _menu(page, "Model Files")
-    listed = page.get_by_text(Path(gguf).name)
-    unavailable = page.get_by_test_id("unavailable")
-    expect(listed.or_(unavailable).first).to_be_visible()
+    expect(page.get_by_test_id("model-files-empty")).to_contain_text("deployed from a local path")
+    expect(page.get_by_text(Path(gguf).name)).to_have_count(0)
     shoot(page, "model-files")
 
 

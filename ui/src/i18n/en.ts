@@ -72,7 +72,8 @@ const en = {
   "dashboard.instanceStates": "Instances by state",
   "dashboard.gpuTable": "GPUs",
   "dashboard.usage": "Usage (tokens per hour)",
-  "dashboard.noUsage": "No requests yet",
+  "dashboard.noUsage": "No requests in the last 24 hours",
+  "dashboard.usageTotal": "{tokens} tokens in {requests} requests over the last 24 hours",
   "dashboard.usageUnavailable": "Usage appears here once this server records it (no usage API on this server yet).",
   "dashboard.noWorkers": "No workers",
   "dashboard.noInstances": "No instances",
@@ -195,6 +196,8 @@ const en = {
   "files.progress": "Progress",
   "files.paths": "Files",
   "files.retry": "Retry",
+  "files.models": "Used by",
+  "files.empty": "No model files yet. Files that workers download from Hugging Face, ModelScope or the Ollama library appear here and stay when their models are deleted; a model deployed from a local path uses its file where it is, which is not listed here.",
   "files.noRetry": "This server cannot retry downloads yet",
   "files.deleteConfirm": "Delete these files from the worker's disk?",
 

@@ -73,7 +73,8 @@ const zh: Record<MessageKey, string> = {
   "dashboard.instanceStates": "实例状态分布",
   "dashboard.gpuTable": "GPU",
   "dashboard.usage": "用量（每小时 token 数）",
-  "dashboard.noUsage": "暂无请求",
+  "dashboard.noUsage": "最近 24 小时内没有请求",
+  "dashboard.usageTotal": "最近 24 小时：{requests} 个请求，共 {tokens} 个 token",
   "dashboard.usageUnavailable": "服务器记录用量后将在此显示（此服务器尚无用量 API）。",
   "dashboard.noWorkers": "暂无节点",
   "dashboard.noInstances": "暂无实例",
@@ -196,6 +197,8 @@ const zh: Record<MessageKey, string> = {
   "files.progress": "进度",
   "files.paths": "文件",
   "files.retry": "重试",
+  "files.models": "使用的模型",
+  "files.empty": "暂无模型文件。节点从 Hugging Face、ModelScope 或 Ollama 模型库下载的文件会显示在这里，删除模型后仍会保留；从本地路径部署的模型直接使用该路径下的文件，不在此列出。",
   "files.noRetry": "此服务器尚不支持重试下载",
   "files.deleteConfirm": "从节点磁盘上删除这些文件？",
 

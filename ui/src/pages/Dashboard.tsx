@@ -31,23 +31,37 @@ function countBy<T>(items: T[], key: (item: T) => string): Map<string, number> {
   return counts;
 }
 
-/** Usage rows as a chart, whatever the grouping the server gives (hours or days, with token counts). */
-function usageBars(usage: unknown): Bar[] {
-  const rows: unknown[] = Array.isArray(usage) ? usage : ((usage as { items?: unknown[] })?.items ?? []);
-  return rows.slice(-24).map((row) => {
-    const item = row as Record<string, unknown>;
-    const when = String(item.hour ?? item.date ?? item.time ?? item.period ?? item.timestamp ?? "");
-    const prompt = Number(item.prompt_tokens ?? 0);
-    const completion = Number(item.completion_tokens ?? 0);
-    return {
-      label: when.length > 13 ? when.slice(5, 13).replace("T", " ") : when,
-      value: prompt + completion,
-      stack: [
-        { value: prompt, color: "#91caff" },
-        { value: completion, color: "#1677ff" },
-      ],
-    };
-  });
+interface UsageItem {
+  hour?: string | null;
+  requests: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+interface UsageReport {
+  items: UsageItem[];
+  total: { requests: number; total_tokens: number };
+}
+
+const USAGE_HOURS = 24;
+
+/** GET /v2/usage by hour over the last day: one bar per hour that served requests (local time). */
+function usageBars(report: UsageReport): Bar[] {
+  return report.items
+    .filter((item) => item.hour)
+    .map((item) => {
+      const when = new Date(String(item.hour));
+      const label = `${String(when.getHours()).padStart(2, "0")}:00`;
+      return {
+        label: `${when.getMonth() + 1}-${when.getDate()} ${label}`,
+        value: item.prompt_tokens + item.completion_tokens,
+        stack: [
+          { value: item.prompt_tokens, color: "#91caff" },
+          { value: item.completion_tokens, color: "#1677ff" },
+        ],
+      };
+    });
 }
 
 export default function Dashboard() {
@@ -55,14 +69,20 @@ export default function Dashboard() {
   const workers = useLive(liveWorkers);
   const models = useLive(liveModels);
   const instances = useLive(liveInstances);
-  const [usage, setUsage] = useState<{ state: "loading" | "absent" | "ok" | "error"; data?: unknown; error?: string }>({
+  const [usage, setUsage] = useState<{ state: "loading" | "absent" | "ok" | "error"; data?: UsageReport; error?: string }>({
     state: "loading",
   });
 
   useEffect(() => {
-    getOptional<unknown>("/v2/usage")
-      .then((data) => setUsage(data === null ? { state: "absent" } : { state: "ok", data }))
-      .catch((error) => setUsage({ state: "error", error: describe(error) }));
+    const load = () => {
+      const start = new Date(Date.now() - (USAGE_HOURS - 1) * 3600_000).toISOString();
+      getOptional<UsageReport>(`/v2/usage?group_by=hour&start=${encodeURIComponent(start)}`)
+        .then((data) => setUsage(data === null ? { state: "absent" } : { state: "ok", data }))
+        .catch((error) => setUsage({ state: "error", error: describe(error) }));
+    };
+    load();
+    const timer = window.setInterval(load, 60_000); // the server writes usage in batches, every few seconds
+    return () => window.clearInterval(timer);
   }, []);
 
   const gpus = useMemo<GPURow[]>(
@@ -177,8 +197,18 @@ export default function Dashboard() {
         </Col>
         <Col span={24}>
           <Card title={t("dashboard.usage")}>
-            {usage.state === "ok" ? (
-              <BarChart bars={usageBars(usage.data)} empty={t("dashboard.noUsage")} />
+            {usage.state === "ok" && usage.data && usage.data.total.requests > 0 ? (
+              <div data-testid="usage-chart">
+                <div data-testid="usage-total" style={{ color: "#888", marginBottom: 8 }}>
+                  {t("dashboard.usageTotal", {
+                    tokens: String(usage.data.total.total_tokens),
+                    requests: String(usage.data.total.requests),
+                  })}
+                </div>
+                <BarChart bars={usageBars(usage.data)} empty={t("dashboard.noUsage")} />
+              </div>
+            ) : usage.state === "ok" ? (
+              <Empty data-testid="usage-empty" image={Empty.PRESENTED_IMAGE_SIMPLE} description={t("dashboard.noUsage")} />
             ) : usage.state === "error" ? (
               <Alert type="error" showIcon message={usage.error} />
             ) : (

@@ -1,8 +1,9 @@
 // Resources → Model Files: the files each worker holds, downloads in progress, delete (refused with the
-// reason while a model uses them) and retry. Shown when the server offers /v2/model-files.
+// reason while a model uses them) and retry, as GET /v2/model-files lists them (ModelFilePublic). Models
+// deployed from a local path keep no copy in the cache, so they have no row here.
 
 import { DeleteOutlined, RedoOutlined } from "@ant-design/icons";
-import { Alert, App, Button, Card, Popconfirm, Progress, Space, Table, Typography } from "antd";
+import { Alert, App, Button, Card, Empty, Popconfirm, Progress, Space, Table, Typography } from "antd";
 import { ApiError, del, describe, post } from "../api/http";
 import StateTag from "../components/StateTag";
 import Unavailable from "../components/Unavailable";
@@ -17,12 +18,14 @@ function num(value: unknown): number | null {
   return typeof value === "number" && Number.isFinite(value) ? value : null;
 }
 
+/** Percent done: the worker reports download_progress in percent (0-100); ready files are whole. */
 function progressOf(file: ModelFile): number | null {
+  if (file.state === "ready") return 100;
   const explicit = num(file.download_progress);
-  if (explicit !== null) return explicit <= 1 && explicit > 0 && file.state !== "ready" ? explicit * 100 : explicit;
-  const done = num(file.downloaded_bytes ?? file.bytes_done);
-  const total = num(file.size ?? file.total_bytes);
-  return done !== null && total ? (done / total) * 100 : null;
+  if (explicit !== null && explicit > 0) return explicit;
+  const done = num(file.downloaded_bytes);
+  const total = num(file.size);
+  return done !== null && total ? (done / total) * 100 : explicit;
 }
 
 export default function ModelFiles() {
@@ -49,6 +52,7 @@ export default function ModelFiles() {
         rowKey="id"
         dataSource={files.items}
         loading={files.state === "connecting"}
+        locale={{ emptyText: <Empty data-testid="model-files-empty" description={t("files.empty")} /> }}
         pagination={{ defaultPageSize: 20, showSizeChanger: true, hideOnSinglePage: true }}
         columns={[
           {
@@ -64,13 +68,17 @@ export default function ModelFiles() {
             title: t("models.state"),
             render: (_, file) => <StateTag state={String(file.state ?? "-")} message={typeof file.state_message === "string" ? file.state_message : undefined} />,
           },
-          { title: t("files.size"), render: (_, file) => bytes(num(file.size ?? file.total_bytes)) },
+          { title: t("files.size"), render: (_, file) => bytes(num(file.size)) },
           {
             title: t("files.progress"),
             render: (_, file) => {
               const progress = progressOf(file);
               return progress === null ? "-" : <Progress size="small" percent={Math.round(progress)} style={{ minWidth: 120 }} />;
             },
+          },
+          {
+            title: t("files.models"),
+            render: (_, file) => (Array.isArray(file.model_names) ? file.model_names.join(", ") : "") || "-",
           },
           {
             title: t("files.paths"),
