@@ -102,6 +102,15 @@ class Launch:
 
 
 @dataclass(frozen=True)
+class FailureHint:
+    """Words an engine logs when it fails for a reason the user can act on, and what to tell them: the
+    worker quotes the engine's line and adds `advice` to the instance's error message."""
+
+    pattern: str
+    advice: str
+
+
+@dataclass(frozen=True)
 class Command:
     """argv and the variables the backend sets; the model's own `env` is applied over them (it wins).
 
@@ -112,6 +121,7 @@ class Command:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    hints: tuple[FailureHint, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from gpustack.scheduler.cluster import GPUSnapshot, WorkerSnapshot
 from gpustack.schemas.models import PlacementStrategy, ResourceClaim
-from gpustack.schemas.placement import LayerLayout, Layout, PlacementMode
+from gpustack.schemas.placement import LayerLayout, Layout, ParallelLayout, PlacementMode
 from gpustack.utils.units import format_bytes
 
 
@@ -178,6 +178,8 @@ class Placement:
         if isinstance(self.layout, LayerLayout) and self.layout.rpc:  # offload through llama.cpp RPC servers
             for assignment in self.subordinates:
                 assignment.worker.rpc_lent.update(assignment.gpu_indexes)
+        if isinstance(self.layout, ParallelLayout) and self.layout.ray_head_port:
+            self.main.worker.ray_heads.add(self.layout.ray_head_port)
 
 
 @dataclass(frozen=True)

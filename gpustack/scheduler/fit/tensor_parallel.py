@@ -11,6 +11,7 @@ from __future__ import annotations
 from gpustack.scheduler.candidates import Assignment, Best, Candidate, Rejections, score_key
 from gpustack.scheduler.cluster import GPUSnapshot, WorkerSnapshot
 from gpustack.scheduler.filters import Eligible
+from gpustack.scheduler.fit.engine_cpu import on_cpu
 from gpustack.scheduler.request import FixedParallel, PlacementRequest, TensorParallelNeed
 from gpustack.schemas.models import PlacementStrategy, ResourceClaim
 from gpustack.schemas.placement import ParallelLayout, PlacementMode
@@ -161,6 +162,18 @@ class _Fit:
             chosen = self._equal(good, count) if self.need.equal_per_worker else self._fewest(good, count)
             if chosen is None:
                 continue
+            ray_port = None
+            if self.need.ray:  # the main worker starts the Ray head: one that offers a free port
+                heads = [i for i, (worker, _) in enumerate(chosen) if worker.free_ray_head_port() is not None]
+                if not heads:
+                    self.rejections.add(
+                        "across workers: none of {workers} has a free Ray port for the head (each Ray node "
+                        "takes a slot of its worker's --ray-port-range; widen it on one of them)",
+                        workers=", ".join(worker.name for worker, _ in chosen),
+                    )
+                    return []
+                chosen.insert(0, chosen.pop(heads[0]))
+                ray_port = chosen[0][0].free_ray_head_port()
             (host, host_gpus), *others = chosen
             main = Assignment(host, [g.index for g in host_gpus], self.claim(host_gpus))
             subordinates = [Assignment(w, [g.index for g in gs], self.claim(gs)) for w, gs in others]
@@ -169,6 +182,7 @@ class _Fit:
                 tensor_parallel_size=None if self.need.fixed else count,
                 devices_per_worker=len(host_gpus) if self.need.equal_per_worker else None,
                 max_model_len=self.need.max_model_len,
+                ray_head_port=ray_port,
             )
             return [Candidate(PlacementMode.MULTI_WORKER, main, subordinates, layout)]
         return []
@@ -208,14 +222,23 @@ def candidates(
     need = request.need
     assert isinstance(need, TensorParallelNeed)
     fit = _Fit(need, rejections)
-    for entry in eligible:
-        if not entry.gpus and not request.gpu_ids:
+    without = [entry for entry in eligible if not entry.gpus]
+    if need.cpu is None and not request.gpu_ids:
+        for entry in without:
             rejections.add(
                 "worker {worker}: {backend} needs a GPU, this worker has none",
                 worker=entry.worker.name,
                 backend=request.backend,
             )
     eligible = [entry for entry in eligible if entry.gpus]
+    found = _on_gpus(fit, request, eligible) if eligible or request.gpu_ids else []
+    if found or need.cpu is None or request.gpu_ids:
+        return found
+    return on_cpu(request, need.cpu, without, rejections)  # vLLM's CPU build, on workers without GPUs
+
+
+def _on_gpus(fit: _Fit, request: PlacementRequest, eligible: list[Eligible]) -> list[Candidate]:
+    need, rejections = fit.need, fit.rejections
     if need.fixed is not None:
         return _fixed(fit, request, eligible, need.fixed)
     if request.gpu_ids:

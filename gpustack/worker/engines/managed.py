@@ -117,13 +117,18 @@ def _pip_command(python: Path, package: PipPackage, wheels: Path) -> list[str]:
 
 
 async def _run_logged(
-    argv: list[str], log: BinaryIO, on_line: Callable[[str], None], tail: deque[str]
+    argv: list[str],
+    log: BinaryIO,
+    on_line: Callable[[str], None],
+    tail: deque[str],
+    env: dict[str, str] | None = None,
 ) -> int:
     process = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        env=env,
     )
     assert process.stdout is not None
     try:
@@ -249,7 +254,10 @@ async def _build(
             *package.remove,
         ]
         log.write(f"==== {' '.join(remove)}\n".encode())
-        if await _run_logged(remove, log, lambda _line: None, tail) != 0:
+        # pip uninstall reads PIP_REQUIREMENT too: a worker told to install from a lock file that way
+        # (an offline cluster) must not then uninstall everything the lock names.
+        quiet = {k: v for k, v in os.environ.items() if k not in ("PIP_REQUIREMENT", "PIP_REQUIREMENTS")}
+        if await _run_logged(remove, log, lambda _line: None, tail, quiet) != 0:
             raise InstallFailed(_failure(label, code, "\n".join(tail)))
     await asyncio.to_thread(_fix_scripts, env.scripts_dir, build, final)
     marker = {"requirements": list(package.requirements), "installed_at": stamp}
