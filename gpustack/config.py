@@ -409,6 +409,12 @@ FLAGS: tuple[Flag, ...] = (
         "40064-40095",
     ),
     Flag(
+        "ray_port_range",
+        _parse_port_range,
+        "Ports for the Ray nodes of vLLM across workers (26 per node: heads and worker nodes), N1-N2.",
+        "40096-40999",
+    ),
+    Flag(
         "enable_ray", _parse_bool, "Let vLLM run across several workers through Ray.", False, is_switch=True
     ),
     Flag(
@@ -526,6 +532,7 @@ class Config:
     service_port_range: tuple[int, int] = (40000, 40063)
     disable_rpc_servers: bool = False
     rpc_server_port_range: tuple[int, int] = (40064, 40095)
+    ray_port_range: tuple[int, int] = (40096, 40999)
     enable_ray: bool = False
     heartbeat_interval: float = 5.0
     worker_lost_grace: float = 90.0

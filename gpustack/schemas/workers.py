@@ -105,6 +105,9 @@ class WorkerStatus(BaseModel):
     gpu_devices: list[GPUDevice] = Field(default_factory=list)
     # GPU index → port of the llama.cpp RPC server that lends that GPU to other workers' instances.
     rpc_servers: dict[int, int] = Field(default_factory=dict)
+    # Ports where this worker can start a Ray head (vLLM across workers): the first port of each slot of
+    # its --ray-port-range kept for heads; the scheduler gives each such instance one.
+    ray_head_ports: list[int] = Field(default_factory=list)
     # What the worker has of each backend (GET /v2/backends).
     backends: list[InstalledBackend] = Field(default_factory=list)
 

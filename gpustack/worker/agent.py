@@ -91,7 +91,9 @@ class Worker:
         self.detection = GPUDetection()
         self._detected = asyncio.Event()
         self.rpc_servers = RpcServers(config, lambda: self.detection.devices, self.ip)
-        self.serve = ServeManager(config, self._current_id, self.client, lambda: self.detection.devices)
+        self.serve = ServeManager(
+            config, self._current_id, self.client, lambda: self.detection.devices, cluster_secret=token
+        )
         # The instances the server assigns here, as last watched (the metrics name each engine's model).
         self.assigned: dict[int, dict] = {}
 
@@ -134,6 +136,7 @@ class Worker:
         for device in status.gpu_devices:
             device.memory.allocated = sum(claim.vram.get(device.index, 0) for claim in claims)
         status.rpc_servers = self.rpc_servers.ports()
+        status.ray_head_ports = self.serve.ray.head_ports()
         gpu_type = detection.devices[0].type.value if detection.devices else None
         status.backends = await self.serve.inventory.current(gpu_type)
         if detection.errors:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
@@ -62,3 +63,12 @@ async def terminate(process: asyncio.subprocess.Process | None, grace: float) ->
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL whatever is left of a child's process group (the child leads its own, worker/spawn.py): an
+    engine's own children outlive it when it is killed (vLLM's engine core and worker processes, with
+    their memory), and must not outlive it into the next run."""
+    if hasattr(os, "killpg"):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)

@@ -22,7 +22,7 @@ import logging
 import os
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -39,8 +39,11 @@ STOP_GRACE_SECONDS = 35.0  # Ray drains a node for up to 30 s on SIGTERM
 MAX_TEMP_DIR_CHARS = 40
 LOG_LINES_IN_ERROR = 20
 
-# Run by the Python beside `ray`: `ray start` for a node joining a head on loopback. Ray's CLI refuses
-# to join while cluster mode is off, and with it on, it replaces 127.0.0.1 with the host's address.
+# Ray's CLI, run by the Python of the environment Ray is installed in (console scripts name their
+# interpreter by absolute path, which a moved or shared environment breaks; the Python does not).
+RAY_CLI = "import sys\nfrom ray.scripts.scripts import main\nsys.argv[0] = 'ray'\nmain()\n"
+# The same for a node joining a head on loopback: Ray's CLI refuses to join while cluster mode is off,
+# and with it on, it replaces 127.0.0.1 with the host's address.
 LOOPBACK_JOIN = (
     "import sys\n"
     "import ray._private.ray_constants as constants\n"
@@ -132,6 +135,8 @@ class RayNodeSpec:
     num_gpus: int = 0
     object_store_bytes: int | None = None  # Ray's default: 30 % of memory
     auth_token: str | None = None
+    # More variables for the node and the processes it starts (vLLM's workers): the devices it may use.
+    environment: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ipaddress.ip_address(self.node_ip)  # ValueError names the bad address
@@ -168,13 +173,12 @@ def ray_log_path(log_dir: str | Path, role: RayRole) -> Path:
     return Path(log_dir) / f"ray-{role.value}.log"
 
 
-def ray_command(ray: Path, spec: RayNodeSpec) -> list[str]:
-    """The command line that runs the node in the foreground until SIGTERM."""
+def ray_command(python: Path, spec: RayNodeSpec) -> list[str]:
+    """The command line that runs the node in the foreground until SIGTERM; `python` is the interpreter
+    of the environment Ray is installed in."""
     ports = spec.ports
-    if spec.role is RayRole.WORKER and spec.loopback:
-        argv = [str(ray.with_name("python")), "-c", LOOPBACK_JOIN, "start"]
-    else:
-        argv = [str(ray), "start"]
+    launcher = LOOPBACK_JOIN if spec.role is RayRole.WORKER and spec.loopback else RAY_CLI
+    argv = [str(python), "-c", launcher, "start"]
     argv += ["--block", f"--node-ip-address={spec.node_ip}"]
     if spec.role is RayRole.HEAD:
         argv += [
@@ -216,6 +220,7 @@ def ray_auth_environment(spec: RayNodeSpec) -> dict[str, str]:
 def ray_node_environment(spec: RayNodeSpec, base: Mapping[str, str]) -> dict[str, str]:
     """The node's environment: `base` without any Ray setting of its own, plus the cluster's."""
     env = {key: value for key, value in base.items() if not key.startswith("RAY_")}
+    env.update(spec.environment)
     env.update(ray_auth_environment(spec))
     env["AUTOSCALER_METRIC_PORT"] = str(spec.ports.autoscaler_metrics)
     env["DASHBOARD_METRIC_PORT"] = str(spec.ports.dashboard_metrics)
@@ -230,8 +235,8 @@ def vllm_driver_environment(spec: RayNodeSpec) -> dict[str, str]:
 class RayNode:
     """One Ray node as a child process of the worker."""
 
-    def __init__(self, ray: Path, spec: RayNodeSpec) -> None:
-        self.ray = ray
+    def __init__(self, python: Path, spec: RayNodeSpec) -> None:
+        self.python = python
         self.spec = spec
         self.process: asyncio.subprocess.Process | None = None
 
@@ -243,7 +248,7 @@ class RayNode:
         """Start the node and return once it serves; RayStartFailed (and nothing left running) if not."""
         spec = self.spec
         await asyncio.to_thread(spec.temp_dir.mkdir, parents=True, exist_ok=True)
-        command = ray_command(self.ray, spec)
+        command = ray_command(self.python, spec)
         self.process = await start_logged(command, ray_node_environment(spec, os.environ), spec.log_path)
         logger.info(
             "Ray %s node starting on %s (ports %d-%d, log %s)",

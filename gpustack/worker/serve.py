@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from gpustack.backends.argv import has_flag, split_items
-from gpustack.backends.base import ENGINE_HOST, Backend, Devices, Executable, Launch
+from gpustack.backends.base import ENGINE_HOST, Backend, Devices, Executable, FailureHint, Launch
 from gpustack.backends.devices import visible_env
 from gpustack.backends.errors import UnknownBackend
 from gpustack.backends.registry import backend_of
@@ -42,12 +42,22 @@ from gpustack.worker.engines.managed import InstallFailed
 from gpustack.worker.engines.resolve import Directories, NotInstalled, resolve
 from gpustack.worker.engines.run_files import run_dir, write_run_files
 from gpustack.worker.files.manager import FileManager, FilesUnavailable
-from gpustack.worker.process import keep_previous_log, open_private_log, start_logged, terminate
+from gpustack.worker.process import (
+    keep_previous_log,
+    kill_group,
+    open_private_log,
+    start_logged,
+    terminate,
+)
+from gpustack.worker.serve_ray import RayFailed, RayServing, ray_layout
 
 logger = logging.getLogger(__name__)
 
 STARTUP_DEADLINE_SECONDS = 600.0
 LOG_LINES_IN_ERROR = 15
+# An engine's root cause can be a traceback above its last lines (vLLM's engine core fails, then its API
+# server's own traceback follows): its backend's hints are looked for this far back.
+LINES_SEARCHED_FOR_HINTS = 400
 # How soon a state the server has not taken in (a report lost while it was away) is sent again.
 RESEND_AFTER_SECONDS = 3.0
 # Loading takes seconds: health polls start fast and slow down, so that many engines loading at once do
@@ -82,6 +92,17 @@ def with_source_parameters(
     if not added:
         return spec
     return spec.model_copy(update={"backend_parameters": [*added, *spec.backend_parameters]})
+
+
+def known_failure(hints: tuple[FailureHint, ...], lines: list[str]) -> str:
+    """The engine's own line for a failure its backend knows, and the backend's advice: ': <line> (<advice>)';
+    empty when none of its hints matches."""
+    for hint in hints:
+        for line in reversed(lines):
+            if hint.pattern in line:
+                said = line.split("] ", 1)[-1].strip() if "] " in line else line.strip()
+                return f": {said[:500]} ({hint.advice})"
+    return ""
 
 
 def serve_log_path(log_dir: str, instance_id: int) -> Path:
@@ -148,6 +169,7 @@ class ServeManager:
         worker_id: Callable[[], int],
         client: ServerClient,
         devices: Callable[[], list[GPUDevice]],
+        cluster_secret: str = "",
     ) -> None:
         self.config = config
         self._worker_id = worker_id
@@ -159,6 +181,8 @@ class ServeManager:
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()  # held so they are not garbage-collected mid-way
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(2.0))
+        # Ray clusters of instances across workers (vLLM); their token derives from the cluster token.
+        self.ray = RayServing(config, client, self._devices_of, cluster_secret)
         self.files = FileManager(config.cache_dir, SourceSettings.of(config), client)
 
     # ---- what the server wants
@@ -169,6 +193,7 @@ class ServeManager:
         self._view = instances
         if self._closing:
             return
+        self.ray.reconcile(instances, self._worker_id())
         for instance_id, engine in list(self.engines.items()):
             wanted = instances.get(instance_id)
             if wanted is None or wanted["worker_id"] != self._worker_id():
@@ -206,7 +231,9 @@ class ServeManager:
 
     def _devices(self, instance: dict[str, Any]) -> Devices:
         """The GPUs the placement gives the engine, as this worker knows them."""
-        gpu_indexes: list[int] = instance["gpu_indexes"]
+        return self._devices_of(instance["gpu_indexes"])
+
+    def _devices_of(self, gpu_indexes: list[int]) -> Devices:
         devices = {device.index: device for device in self._devices_now()}
         assigned = [devices[index] for index in gpu_indexes if index in devices]
         if len(assigned) != len(gpu_indexes):
@@ -275,6 +302,8 @@ class ServeManager:
 
     async def _terminate(self, engine: RunningEngine, grace: float = 10.0) -> None:
         await terminate(engine.process, grace)
+        if engine.process is not None:
+            kill_group(engine.process.pid)
         if engine.task is not None and not engine.task.done():
             engine.task.cancel()
         if self.engines.get(engine.instance_id) is engine:
@@ -286,6 +315,7 @@ class ServeManager:
         for engine in list(self.engines.values()):
             engine.stopping = True
         await asyncio.gather(*(self._terminate(e, grace=5.0) for e in list(self.engines.values())))
+        await self.ray.shutdown()
         await self.files.shutdown()
         await self._http.aclose()
 
@@ -402,10 +432,13 @@ class ServeManager:
         )
         command = backend.command(spec, options, launch)
         await asyncio.to_thread(write_run_files, Path(launch.run_dir), command.files)
+        ray_env = await self._ray_cluster(engine, instance, executable, devices)
+        if ray_env is None:
+            return
         visible = visible_env(devices)
         # The model's variables win over the backend's (VLLM_LOGGING_LEVEL=DEBUG); the devices it may see
         # are the placement's, whatever either says.
-        env = {**os.environ, **command.env, **spec.env, **visible}
+        env = {**os.environ, **command.env, **ray_env, **spec.env, **visible}
         logger.debug(
             "model instance %s: running %s with the model's variables %s and %s",
             engine.name,
@@ -436,13 +469,35 @@ class ServeManager:
         if exit_code is None:
             await self._send(engine, ModelInstanceState.RUNNING, "", port=port, pid=engine.process.pid)
             exit_code = await engine.process.wait()
+        kill_group(engine.process.pid)  # what the engine left behind (vLLM's engine core, when killed)
         if engine.stopping:
             return
-        lines = "\n".join(await asyncio.to_thread(tail_lines, log_path, LOG_LINES_IN_ERROR))
+        tail = await asyncio.to_thread(tail_lines, log_path, LINES_SEARCHED_FOR_HINTS)
+        lines = "\n".join(tail[-LOG_LINES_IN_ERROR:])
         logger.warning("model instance %s: engine exited with code %s", engine.name, exit_code)
         await self._fail(
-            engine, f"the engine exited with code {exit_code}. Last lines of {log_path}:\n{lines}"
+            engine,
+            f"the engine exited with code {exit_code}{known_failure(command.hints, tail)}. "
+            f"Last lines of {log_path}:\n{lines}",
         )
+
+    async def _ray_cluster(
+        self, engine: RunningEngine, instance: dict[str, Any], executable: Executable, devices: Devices
+    ) -> dict[str, str] | None:
+        """The Ray cluster of an instance across workers, formed (or found) before its engine starts, and
+        the variables its engine needs; {} for any other instance; None (the instance in error) if it
+        cannot be formed."""
+        if ray_layout(instance) is None:
+            return {}
+
+        async def progress(message: str) -> None:
+            await self._send(engine, ModelInstanceState.INITIALIZING, message)
+
+        try:
+            return await self.ray.form(instance, executable, devices, progress)
+        except RayFailed as exc:
+            await self._fail(engine, str(exc))
+            return None
 
     async def _model_files(
         self, engine: RunningEngine, instance: dict[str, Any], spec: ModelSpec

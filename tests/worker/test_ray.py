@@ -17,6 +17,7 @@ import pytest
 from gpustack.worker.ray import (
     LOOPBACK_JOIN,
     PORTS_PER_NODE,
+    RAY_CLI,
     RayNode,
     RayNodeSpec,
     RayPorts,
@@ -28,11 +29,12 @@ from gpustack.worker.ray import (
     ray_node_environment,
     vllm_driver_environment,
 )
+from gpustack.worker.ray_cluster import cluster_token, head_slots, node_slots, slots, temp_dir
 from tests.conftest import free_port_range, require_or_skip
 from tests.fixtures.safetensors_model import ray_executable
 
 TOKEN = "0123456789abcdef0123456789abcdef"
-RAY = Path("/env/bin/ray")
+PYTHON = Path("/env/bin/python")
 
 
 def spec(role: RayRole, ip: str = "127.0.0.1", **kwargs: object) -> RayNodeSpec:
@@ -60,8 +62,8 @@ def test_ray_logs_are_ray_head_log_and_ray_worker_log() -> None:
 
 
 def test_head_command_binds_its_ports_to_the_node_ip_and_blocks() -> None:
-    argv = ray_command(RAY, spec(RayRole.HEAD, "10.1.2.3", num_cpus=2, num_gpus=1))
-    assert argv[:2] == ["/env/bin/ray", "start"]
+    argv = ray_command(PYTHON, spec(RayRole.HEAD, "10.1.2.3", num_cpus=2, num_gpus=1))
+    assert argv[:4] == ["/env/bin/python", "-c", RAY_CLI, "start"]
     for flag in (
         "--block", "--head", "--node-ip-address=10.1.2.3", "--port=40096", "--include-dashboard=false",
         "--dashboard-host=10.1.2.3", "--node-manager-port=40098", "--min-worker-port=40106",
@@ -71,14 +73,14 @@ def test_head_command_binds_its_ports_to_the_node_ip_and_blocks() -> None:
     assert not any(arg.startswith("--address") for arg in argv)
 
 
-def test_worker_node_joins_the_head_address_with_plain_ray_start_off_loopback() -> None:
-    argv = ray_command(RAY, spec(RayRole.WORKER, "10.1.2.4", head_address="10.1.2.3:40096"))
-    assert argv[:2] == ["/env/bin/ray", "start"]
+def test_worker_node_joins_the_head_address_with_rays_own_cli_off_loopback() -> None:
+    argv = ray_command(PYTHON, spec(RayRole.WORKER, "10.1.2.4", head_address="10.1.2.3:40096"))
+    assert argv[:4] == ["/env/bin/python", "-c", RAY_CLI, "start"]
     assert "--address=10.1.2.3:40096" in argv and "--head" not in argv
 
 
 def test_worker_node_on_loopback_is_started_through_the_join_shim() -> None:
-    argv = ray_command(RAY, spec(RayRole.WORKER))
+    argv = ray_command(PYTHON, spec(RayRole.WORKER))
     assert argv[:4] == ["/env/bin/python", "-c", LOOPBACK_JOIN, "start"]
     assert "--address=127.0.0.1:40096" in argv
 
@@ -202,7 +204,7 @@ async def test_head_and_worker_node_form_one_cluster_on_loopback_and_stop_leavin
     ray: Path, short_tmp: Path
 ) -> None:
     base, _ = free_port_range(2 * PORTS_PER_NODE)
-    head = RayNode(ray, RayNodeSpec(
+    head = RayNode(ray.with_name("python"), RayNodeSpec(
         RayRole.HEAD, "127.0.0.1", short_tmp / "h", ray_log_path(short_tmp / "log", RayRole.HEAD),
         RayPorts(base), num_cpus=1, object_store_bytes=100_000_000, auth_token=TOKEN,
     ))  # fmt: skip
@@ -211,7 +213,7 @@ async def test_head_and_worker_node_form_one_cluster_on_loopback_and_stop_leavin
         RayPorts(base + PORTS_PER_NODE), head_address=head.spec.address, num_cpus=1,
         object_store_bytes=100_000_000, auth_token=TOKEN,
     )  # fmt: skip
-    worker = RayNode(ray, worker_spec)
+    worker = RayNode(ray.with_name("python"), worker_spec)
     groups: list[int] = []
     try:
         await head.start()
@@ -257,11 +259,11 @@ async def test_head_and_worker_node_form_one_cluster_on_loopback_and_stop_leavin
 
 async def test_worker_node_with_a_wrong_token_is_refused_with_ray_words(ray: Path, short_tmp: Path) -> None:
     base, _ = free_port_range(2 * PORTS_PER_NODE)
-    head = RayNode(ray, RayNodeSpec(
+    head = RayNode(ray.with_name("python"), RayNodeSpec(
         RayRole.HEAD, "127.0.0.1", short_tmp / "h", ray_log_path(short_tmp / "log", RayRole.HEAD),
         RayPorts(base), num_cpus=1, object_store_bytes=100_000_000, auth_token=TOKEN,
     ))  # fmt: skip
-    intruder = RayNode(ray, RayNodeSpec(
+    intruder = RayNode(ray.with_name("python"), RayNodeSpec(
         RayRole.WORKER, "127.0.0.1", short_tmp / "w", ray_log_path(short_tmp / "log", RayRole.WORKER),
         RayPorts(base + PORTS_PER_NODE), head_address=head.spec.address, num_cpus=1,
         object_store_bytes=100_000_000, auth_token="f" * 32,
@@ -275,3 +277,28 @@ async def test_worker_node_with_a_wrong_token_is_refused_with_ray_words(ray: Pat
     finally:
         await intruder.stop()
         await head.stop()
+
+
+# --- one cluster per instance (worker/ray_cluster.py) -----------------------------------------------
+
+
+def test_the_ray_port_range_is_cut_into_head_slots_and_worker_node_slots() -> None:
+    assert slots((40096, 40999)) == list(range(40096, 40999 - PORTS_PER_NODE + 2, PORTS_PER_NODE))
+    heads, nodes = head_slots((40096, 40999)), node_slots((40096, 40999))
+    assert heads[0] == 40096 and len(heads) + len(nodes) == len(slots((40096, 40999)))
+    assert not set(heads) & set(nodes) and max(heads) < min(nodes)
+    assert head_slots((40096, 40096 + PORTS_PER_NODE - 1)) == [40096]  # one slot: a head, no worker node
+    assert node_slots((40096, 40096 + PORTS_PER_NODE - 1)) == []
+    assert slots((40096, 40096 + PORTS_PER_NODE - 2)) == []  # too small for one node
+
+
+def test_each_instances_cluster_has_a_token_every_worker_derives_from_the_cluster_token() -> None:
+    token = cluster_token("cluster-secret", 7)
+    assert token == cluster_token("cluster-secret", 7) and len(token) >= 32
+    assert token != cluster_token("cluster-secret", 8) and token != cluster_token("other-secret", 7)
+    spec(RayRole.HEAD, auth_token=token)  # long enough for Ray
+
+
+def test_ray_session_folders_are_short_and_per_slot() -> None:
+    folder = temp_dir(40096)
+    assert str(folder).endswith(f"gst-ray-{os.getuid()}-40096") and len(str(folder)) <= 40

@@ -73,18 +73,21 @@ async def create_model(request: Request, body: ModelCreate) -> ModelRow:
 async def get_model(
     request: Request, model_id: int, principal: Principal = Depends(require_admin_or_worker)
 ) -> ModelRow:
-    """A worker reads only models it runs an instance of (their `env` may hold secrets)."""
+    """A worker reads only models it runs an instance of, or part of one (a Ray node of vLLM across
+    workers needs the backend version and files too); their `env` may hold secrets."""
     async with context(request).session() as session:
         row = await get_or_404(session, ModelRow, model_id, "model")
         if principal.is_worker:
-            runs_it = await session.execute(
-                select(ModelInstanceRow.id)
-                .where(
-                    ModelInstanceRow.model_id == model_id, ModelInstanceRow.worker_id == principal.worker_id
+            instances = await session.execute(
+                select(ModelInstanceRow.worker_id, ModelInstanceRow.subordinate_workers).where(
+                    ModelInstanceRow.model_id == model_id
                 )
-                .limit(1)
             )
-            if runs_it.scalar() is None:
+            me = principal.worker_id
+            if not any(
+                worker_id == me or any(part.get("worker_id") == me for part in parts or [])
+                for worker_id, parts in instances
+            ):
                 raise NotFound(f"model {model_id} not found")
         return row
 

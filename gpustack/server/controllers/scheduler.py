@@ -48,6 +48,7 @@ def worker_snapshot(worker: WorkerRow) -> WorkerSnapshot:
         ram_reserved=reserved.ram,
         unified_memory=status.memory.is_unified_memory,
         cpu_cores=status.cpu.total,
+        ray_head_ports=tuple(status.ray_head_ports),
         gpus=[
             GPUSnapshot(
                 index=gpu.index,
@@ -81,10 +82,16 @@ async def cluster_snapshot(session: AsyncSession) -> list[WorkerSnapshot]:
         for worker_id, claim in claims_of(instance):
             if worker_id in snapshots:
                 snapshots[worker_id].add_claim(claim)
-        if instance.placement and PlacementDetail.model_validate(instance.placement).rpc_servers:  # lent
+        if not instance.placement:
+            continue
+        detail = PlacementDetail.model_validate(instance.placement)
+        if detail.rpc_servers:  # lent
             for part in instance.subordinate_workers or []:
                 if part["worker_id"] in snapshots:
                     snapshots[part["worker_id"]].rpc_lent.update(part["gpu_indexes"])
+        head = getattr(detail.layout, "ray_head_port", None)
+        if head and instance.worker_id in snapshots:
+            snapshots[instance.worker_id].ray_heads.add(head)
     return list(snapshots.values())
 
 
