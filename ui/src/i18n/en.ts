@@ -6,6 +6,7 @@ const en = {
   "menu.resources": "Resources",
   "menu.workers": "Workers",
   "menu.modelFiles": "Model Files",
+  "menu.catalog": "Catalog",
   "menu.playground": "Playground",
   "menu.chat": "Chat",
   "menu.embeddings": "Embeddings",
@@ -247,6 +248,15 @@ const en = {
   "playground.dimensions": "{n} dimensions; cosine similarity of each pair:",
   "playground.text": "Text",
   "playground.embeddingsNote": "llama.cpp serves embeddings when the model is deployed with the backend parameter --embeddings.",
+  "catalog.intro": "Popular models with the sources, backends and parameters they deploy with. Deploy fills in the deploy form; check it and confirm.",
+  "catalog.search": "Search by name or description",
+  "catalog.category": "Category",
+  "catalog.empty": "No model in the catalog matches",
+  "catalog.home": "Home page",
+  "catalog.source": "Source",
+  "catalog.quantization": "Quantization",
+  "catalog.size": "Size",
+  "catalog.prefilled": "Filled in from the catalog ({name}); check the settings and deploy.",
 };
 
 export type MessageKey = keyof typeof en;

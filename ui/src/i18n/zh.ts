@@ -8,6 +8,7 @@ const zh: Record<MessageKey, string> = {
   "menu.resources": "资源",
   "menu.workers": "节点",
   "menu.modelFiles": "模型文件",
+  "menu.catalog": "模型目录",
   "menu.playground": "试验场",
   "menu.chat": "对话",
   "menu.embeddings": "文本嵌入",
@@ -248,6 +249,15 @@ const zh: Record<MessageKey, string> = {
   "playground.dimensions": "{n} 维；两两之间的余弦相似度：",
   "playground.text": "文本",
   "playground.embeddingsNote": "llama.cpp 需在部署时加上后端参数 --embeddings 才提供嵌入。",
+  "catalog.intro": "常用模型及其部署所用的来源、后端和参数。点击部署会填好部署表单，确认后即可部署。",
+  "catalog.search": "按名称或描述搜索",
+  "catalog.category": "类别",
+  "catalog.empty": "目录中没有匹配的模型",
+  "catalog.home": "主页",
+  "catalog.source": "来源",
+  "catalog.quantization": "量化",
+  "catalog.size": "大小",
+  "catalog.prefilled": "已按模型目录（{name}）填好；请检查设置后部署。",
 };
 
 export default zh;

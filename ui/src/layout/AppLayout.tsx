@@ -3,6 +3,7 @@
 import {
   ApiOutlined,
   AppstoreOutlined,
+  BookOutlined,
   ClusterOutlined,
   DashboardOutlined,
   DownOutlined,
@@ -31,6 +32,7 @@ export default function AppLayout({ children }: { children: ReactNode }) {
     ? [
         { key: "/dashboard", icon: <DashboardOutlined />, label: t("menu.dashboard") },
         { key: "/models", icon: <AppstoreOutlined />, label: t("menu.models") },
+        { key: "/catalog", icon: <BookOutlined />, label: t("menu.catalog") },
         {
           key: "resources",
           icon: <ClusterOutlined />,

@@ -22,10 +22,11 @@ import {
   Typography,
 } from "antd";
 import { useEffect, useMemo, useRef, useState } from "react";
-import { useNavigate, useParams } from "react-router";
+import { useLocation, useNavigate, useParams } from "react-router";
 import { describe, get, post, put } from "../../api/http";
 import type { Evaluation, Model } from "../../api/types";
 import { maybe, useT } from "../../i18n";
+import type { CatalogChoice } from "../models/Catalog";
 import { useLive } from "../../live/collection";
 import { workers as liveWorkers } from "../../live/resources";
 import { bytes } from "../../util/format";
@@ -117,6 +118,23 @@ function fromModel(model: Model): FormValues {
   return values;
 }
 
+/** The form's values for a catalog variant: its source and source fields, backend and parameters. */
+function fromCatalog(choice: CatalogChoice): FormValues {
+  const { variant } = choice;
+  const values: FormValues = {
+    ...(DEFAULTS as FormValues),
+    name: choice.name,
+    source: variant.source,
+    backend: variant.backend,
+    backend_parameters: [...(variant.backend_parameters ?? [])],
+  };
+  for (const field of SOURCE_FIELDS[variant.source] ?? []) {
+    const value = variant[field.name];
+    if (typeof value === "string") values[field.name] = value;
+  }
+  return values;
+}
+
 function suggestedName(path: string): string {
   const base = path.split(/[\\/]/).filter(Boolean).pop() ?? "";
   return base
@@ -132,6 +150,8 @@ export default function DeployModel() {
   const navigate = useNavigate();
   const { message } = App.useApp();
   const { id } = useParams();
+  const location = useLocation();
+  const fromCatalogChoice = (location.state as { catalog?: CatalogChoice } | null)?.catalog ?? null;
   const editing = id !== undefined;
   const [form] = Form.useForm<FormValues>();
   const [schema, setSchema] = useState<ServerSchema | null>(null);
@@ -165,6 +185,14 @@ export default function DeployModel() {
       .catch((error) => setLoadError(describe(error)));
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [id]);
+
+  useEffect(() => {
+    if (editing || !fromCatalogChoice) return;
+    form.resetFields();
+    form.setFieldsValue(fromCatalog(fromCatalogChoice));
+    schedule();
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [location.key]);
 
   useEffect(() => () => {
     if (timer.current) clearTimeout(timer.current);
@@ -247,6 +275,15 @@ export default function DeployModel() {
     <Row gutter={16}>
       <Col xs={24} xl={14}>
         <Card title={editing ? t("deploy.editTitle", { name: loaded?.name ?? "" }) : t("deploy.title")}>
+          {!editing && fromCatalogChoice && (
+            <Alert
+              type="info"
+              showIcon
+              data-testid="from-catalog"
+              message={t("catalog.prefilled", { name: fromCatalogChoice.entry })}
+              style={{ marginBottom: 16 }}
+            />
+          )}
           <Form<FormValues>
             form={form}
             layout="vertical"
