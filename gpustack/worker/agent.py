@@ -277,7 +277,12 @@ class Worker:
     def _serve_metrics(self) -> MetricsListener | None:
         if self.config.disable_metrics:
             return None
-        metrics = WorkerMetrics(lambda: self.name, lambda: self.detection.devices, self.engine_processes)
+        metrics = WorkerMetrics(
+            lambda: self.name,
+            lambda: self.detection.devices,
+            self.engine_processes,
+            self.serve.files.in_progress,
+        )
         keys = AdminKeys(self.server_url, verify=not self.config.is_server)
         port, token = self.config.worker_metrics_port, self.config.metrics_token
         return MetricsListener.start(port, token, metrics, keys)
