@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import select
+from sqlalchemy.orm.exc import StaleDataError
 
 from gpustack.server.db.tables import ModelInstanceRow
 from tests.conftest import free_port
@@ -36,6 +37,22 @@ async def _worker_with_a_file(
                 break
         await asyncio.sleep(0.05)
     return worker, registered, claimed.json()
+
+
+async def _set_instance(server: RunningServer, **fields: object) -> None:
+    """Set the model's one instance's fields as a worker's reports would; the scheduler may be writing the
+    same row (its analysis of the model), which the row's version refuses: then again, on the new row."""
+    for _ in range(50):
+        try:
+            async with server.ctx.session() as session:
+                instance = (await session.execute(select(ModelInstanceRow))).scalar_one()
+                for name, value in fields.items():
+                    setattr(instance, name, value)
+                await session.commit()
+            return
+        except StaleDataError:
+            await asyncio.sleep(0.05)
+    raise AssertionError("the instance kept changing under the test")
 
 
 async def test_a_worker_records_and_reports_its_copy_and_admins_see_it(
@@ -73,21 +90,14 @@ async def test_files_in_use_are_not_removed_and_the_refusal_names_the_model(
 ) -> None:
     worker, registered, file = await _worker_with_a_file(server, admin)
     try:
-        async with server.ctx.session() as session:
-            instance = (await session.execute(select(ModelInstanceRow))).scalar_one()
-            instance.worker_id = registered["id"]
-            instance.worker_name = "files"
-            instance.state = "downloading"
-            await session.commit()
+        await _set_instance(server, worker_id=registered["id"], worker_name="files", state="downloading")
         refused = await admin.delete(f"/v2/model-files/{file['id']}")
         assert refused.status_code == 409
         assert refused.json()["message"].startswith(
             f"model file {file['id']} is in use by model qwen on worker files"
         )
         # Not in use (the model scaled to nothing): the worker is asked to remove them; it is away here.
-        async with server.ctx.session() as session:
-            (await session.execute(select(ModelInstanceRow))).scalar_one().state = "error"
-            await session.commit()
+        await _set_instance(server, state="error")
         away = await admin.delete(f"/v2/model-files/{file['id']}")
         assert away.status_code == 503 and "cannot reach worker files" in away.json()["message"]
         assert (await admin.get(f"/v2/model-files/{file['id']}")).status_code == 200  # kept: nothing removed
@@ -106,10 +116,7 @@ async def test_only_files_in_error_are_retried_and_their_instances_restart(
         )
         failed = {"state": "error", "state_message": "checksum mismatch"}
         assert (await worker.put(f"/v2/model-files/{file['id']}/state", json=failed)).status_code == 200
-        async with server.ctx.session() as session:
-            instance = (await session.execute(select(ModelInstanceRow))).scalar_one()
-            instance.worker_id, instance.worker_name, instance.state = registered["id"], "files", "error"
-            await session.commit()
+        await _set_instance(server, worker_id=registered["id"], worker_name="files", state="error")
         retried = await admin.post(f"/v2/model-files/{file['id']}/retry")
         assert retried.status_code == 200 and retried.json()["state"] == "downloading"
         async with server.ctx.session() as session:
