@@ -245,7 +245,9 @@ class Server:
         return psutil.Process(self.process.pid)
 
 
-def start_server(data_dir: str, port: int, database_url: str | None) -> tuple[Server, float]:
+def start_server(
+    data_dir: str, port: int, database_url: str | None, tree: str | None = None
+) -> tuple[Server, float]:
     log_path = os.path.join(data_dir, "server.out")
     args = [
         sys.executable, "-m", "gpustack", "start", "--data-dir", data_dir, "--host", "127.0.0.1",
@@ -255,7 +257,9 @@ def start_server(data_dir: str, port: int, database_url: str | None) -> tuple[Se
         args += ["--database-url", database_url]
     started = time.perf_counter()
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        # --tree: the server's code from another checkout (a before/after comparison in one run)
+        env = {**os.environ, "PYTHONPATH": tree} if tree else None
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tree)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -369,7 +373,7 @@ async def run_size(n: int, database: str, args: argparse.Namespace) -> dict[str,
         database_url = args.postgres_url
         await reset_postgres(database_url)
     port = free_port()
-    server, start_empty = start_server(data_dir, port, database_url)
+    server, start_empty = start_server(data_dir, port, database_url, args.tree)
     result: dict[str, Any] = {"start_empty": start_empty}
     stats = Stats()
     tasks: list[asyncio.Task[Any]] = []
@@ -379,7 +383,10 @@ async def run_size(n: int, database: str, args: argparse.Namespace) -> dict[str,
         token = Path(data_dir, "token").read_text().strip()  # noqa: ASYNC240
         limits = httpx.Limits(max_connections=3 * n + 50, max_keepalive_connections=3 * n + 50)
         http = httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits)
-        admin = httpx.AsyncClient(base_url=server.url, timeout=60)
+        # A kept-alive connection the server closes as a request goes out: sent again on a fresh one.
+        admin = httpx.AsyncClient(
+            base_url=server.url, timeout=120, transport=httpx.AsyncHTTPTransport(retries=3)
+        )
         (await admin.post("/auth/login", json={"username": "admin", "password": PASSWORD})).raise_for_status()
 
         rng = random.Random(n)
@@ -412,7 +419,9 @@ async def run_size(n: int, database: str, args: argparse.Namespace) -> dict[str,
                 "resources": {"gpus": 1, "vram": "1GiB", "ram": "256MiB"},
                 "replicas": replicas,
             }
-            (await admin.post("/v2/models", json=body)).raise_for_status()
+            response = await admin.post("/v2/models", json=body)
+            if response.status_code != 409:  # 409: created by an attempt whose answer was lost
+                response.raise_for_status()
 
         placed_at = time.perf_counter()
         while True:
@@ -494,7 +503,7 @@ async def run_size(n: int, database: str, args: argparse.Namespace) -> dict[str,
     else:
         db = Path(data_dir, "database.db")
         result["db_size"] = sum(p.stat().st_size for p in db.parent.glob("database.db*"))
-    restarted, result["start_full"] = start_server(data_dir, free_port(), database_url)
+    restarted, result["start_full"] = start_server(data_dir, free_port(), database_url, args.tree)
     stop_server(restarted)
     if args.keep:
         print(f"data dir kept: {data_dir}")
@@ -560,6 +569,9 @@ async def main() -> None:
     parser.add_argument("--creates", type=int, default=20)
     parser.add_argument("--settle-timeout", type=float, default=600.0)
     parser.add_argument("--keep", action="store_true", help="keep the data dirs")
+    parser.add_argument(
+        "--tree", help="run the server from this source tree (e.g. `git archive` of a commit)"
+    )
     parser.add_argument("--postgres-url", default=os.environ.get("GPUSTACK_TEST_POSTGRES_URL"))
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -576,7 +588,10 @@ async def main() -> None:
         args.postgres_url = line.strip().split("=", 1)[1].strip("'\"")
     tables = []
     for database in databases:
-        results = {n: await run_size(n, database, args) for n in sizes}
+        results = {}
+        for n in sizes:
+            results[n] = await run_size(n, database, args)
+            print(table(database, results), flush=True)
         tables.append(table(database, results))
         print(tables[-1], flush=True)
     print()
