@@ -14,7 +14,15 @@ import dataclasses
 import json
 import os
 
-from gpustack.backends.base import Command, Launch, PipPackage, Probe, Requirement
+from gpustack.backends.base import (
+    NOTHING_IGNORED,
+    Command,
+    IgnoredFields,
+    Launch,
+    PipPackage,
+    Probe,
+    Requirement,
+)
 from gpustack.backends.devices import visible_env
 from gpustack.backends.fields import reader_of, refuse_custom_fields, require_model_directory
 from gpustack.backends.mindie_config import RankTableNode, mindie_config, rank_table
@@ -43,6 +51,7 @@ class AscendMindie:
     # (ascend-mindie_<version>, MindIE's mindieservice_daemon), else the daemon on PATH.
     default_version: str | None = None
     reads_help = False
+    ignored_fields: IgnoredFields = NOTHING_IGNORED
 
     def pip_package(self, version: str, gpu_type: str | None) -> PipPackage | None:
         return None

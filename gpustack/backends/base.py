@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Protocol, TypeVar
 
 from gpustack.scheduler.request import Need
@@ -131,6 +132,11 @@ class Probe:
     path: str = "/health"
 
 
+# Request fields an engine would silently ignore, per route, each with what the caller can do instead.
+IgnoredFields = Mapping[OpenAIRoute, Mapping[str, str]]
+NOTHING_IGNORED: IgnoredFields = MappingProxyType({})
+
+
 class Backend(Protocol[OptionsT]):
     """One inference engine. Implementations are stateless; the registry holds one of each."""
 
@@ -139,6 +145,9 @@ class Backend(Protocol[OptionsT]):
     default_version: str | None
     # Whether the worker should learn the executable's flags from its --help (see Executable.flags).
     reads_help: bool
+    # What the engine would ignore in a request: the gateway answers 400 saying so, rather than relaying a
+    # request whose answer looks right and is not.
+    ignored_fields: IgnoredFields
 
     def programs(self, spec: ModelSpec) -> tuple[str, ...]:
         """Programs to look for on PATH (or in Python packages the worker knows) when the model names no

@@ -13,7 +13,15 @@ import string
 from dataclasses import dataclass
 
 from gpustack.backends.argv import split_items
-from gpustack.backends.base import Command, Launch, PipPackage, Probe, Requirement
+from gpustack.backends.base import (
+    NOTHING_IGNORED,
+    Command,
+    IgnoredFields,
+    Launch,
+    PipPackage,
+    Probe,
+    Requirement,
+)
 from gpustack.backends.devices import VISIBLE_DEVICES_VARIABLES, visible_env
 from gpustack.scheduler.request import SingleDeviceNeed
 from gpustack.schemas.models import ModelSpec, SourceEnum, StatedResources
@@ -71,6 +79,7 @@ class Custom:
     name = "custom"
     default_version: str | None = None
     reads_help = False
+    ignored_fields: IgnoredFields = NOTHING_IGNORED
 
     def pip_package(self, version: str, gpu_type: str | None) -> PipPackage | None:
         return None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from gpustack.backends.argv import has_flag, split_items
-from gpustack.backends.base import Command, Launch, PipPackage, Probe, Requirement
+from gpustack.backends.base import Command, IgnoredFields, Launch, PipPackage, Probe, Requirement
 from gpustack.backends.devices import visible_env
 from gpustack.backends.errors import ModelUnreadable
 from gpustack.backends.fields import reader_of, refuse_custom_fields, require_gguf
@@ -27,6 +29,14 @@ class LlamaBox:
     # A version names a pinned or custom executable, <bin-dir>/llama-box_<version>.
     default_version: str | None = None
     reads_help = True  # llama-box and llama.cpp's server differ in flags, and both change between versions
+    ignored_fields: IgnoredFields = MappingProxyType(
+        {
+            OpenAIRoute.COMPLETIONS: {
+                "echo": "llama.cpp's server has no echo and would answer without the prompt; "
+                "put the prompt in front of the completion yourself"
+            }
+        }
+    )
 
     def pip_package(self, version: str, gpu_type: str | None) -> PipPackage | None:
         return None  # llama-box ships as a binary per platform and accelerator, not as a wheel

@@ -14,7 +14,16 @@ import json
 import os
 
 from gpustack.backends.argv import has_flag, split_items
-from gpustack.backends.base import Command, FailureHint, Launch, PipPackage, Probe, Requirement
+from gpustack.backends.base import (
+    NOTHING_IGNORED,
+    Command,
+    FailureHint,
+    IgnoredFields,
+    Launch,
+    PipPackage,
+    Probe,
+    Requirement,
+)
 from gpustack.backends.devices import visible_env
 from gpustack.backends.fields import reader_of, refuse_custom_fields, require_model_directory
 from gpustack.backends.parallel import engine_max_len, read_model
@@ -71,6 +80,7 @@ class Vllm:
     name = "vllm"
     default_version: str | None = "0.32.0"
     reads_help = False  # vLLM's --help imports torch: seconds, and every flag below is in every version
+    ignored_fields: IgnoredFields = NOTHING_IGNORED
 
     def pip_package(self, version: str, gpu_type: str | None) -> PipPackage | None:
         version = version.removeprefix("v")

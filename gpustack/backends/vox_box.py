@@ -17,7 +17,15 @@ from __future__ import annotations
 import os
 
 from gpustack.backends.argv import has_flag, split_items
-from gpustack.backends.base import Command, Launch, PipPackage, Probe, Requirement
+from gpustack.backends.base import (
+    NOTHING_IGNORED,
+    Command,
+    IgnoredFields,
+    Launch,
+    PipPackage,
+    Probe,
+    Requirement,
+)
 from gpustack.backends.devices import visible_env
 from gpustack.backends.errors import ModelUnreadable
 from gpustack.backends.fields import refuse_custom_fields, require_local_path
@@ -52,6 +60,7 @@ class VoxBox:
     name = "vox-box"
     default_version: str | None = "0.0.21"
     reads_help = False
+    ignored_fields: IgnoredFields = NOTHING_IGNORED
 
     def pip_package(self, version: str, gpu_type: str | None) -> PipPackage | None:
         return PipPackage((f"vox-box=={version.removeprefix('v')}", ENGINE_PACKAGE))

@@ -120,6 +120,20 @@ def test_rerank_reaches_llama_cpp_and_a_chat_model_says_what_it_serves(
         assert not_chat.status_code == 400 and "/v1/rerank" in not_chat.json()["error"]["message"]
 
 
+def test_echo_that_llama_cpp_would_ignore_is_a_400_saying_so(api: Api, cluster: Cluster, key: str) -> None:
+    running(
+        api, "chat", {"local_path": smollm2_path(), "backend_parameters": ["--ctx-size=1024", "--threads=1"]}
+    )
+    client = openai.OpenAI(base_url=f"{cluster.url}/v1", api_key=key, max_retries=0)
+    # llama.cpp's server answers an echo request without the prompt, as if echo had not been asked.
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.completions.create(model="chat", prompt="The sky is", max_tokens=2, echo=True)
+    message = refused.value.body["message"]  # type: ignore[index]
+    assert "cannot honour 'echo' on /v1/completions" in message and "llama.cpp" in message
+    plain = client.completions.create(model="chat", prompt="The sky is", max_tokens=2, echo=False)
+    assert plain.choices[0].text
+
+
 def test_embeddings_come_as_floats_or_base64(api: Api, cluster: Cluster, key: str) -> None:
     parameters = ["--embeddings", "--pooling=mean", "--ctx-size=512", "--threads=1"]
     running(api, "embed", {"local_path": smollm2_path(), "backend_parameters": parameters})

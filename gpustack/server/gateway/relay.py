@@ -170,6 +170,8 @@ class Gateway:
             body = raw
         record.model = model
         target = self._target(model, route, principal)
+        if payload is not None and target.ignored_fields:
+            _refuse_ignored(payload, route, target)
         subjects = _quota_subjects(principal)
         if subjects:
             refusal = self.quotas.admit(subjects)
@@ -592,6 +594,18 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise GatewayError(400, "the request body must be a JSON object")
     return payload
+
+
+def _refuse_ignored(payload: dict[str, Any], route: OpenAIRoute, target: ModelRoutes) -> None:
+    """A 400 for a field the model's engine would ignore (an answer that looks right and is not)."""
+    for name, advice in target.ignored_fields.get(route, {}).items():
+        if payload.get(name) not in (None, False):
+            raise GatewayError(
+                400,
+                f"model {target.name!r} (backend {target.backend}) cannot honour {name!r} on "
+                f"/v1/{route.value}: {advice}",
+                "unsupported_parameter",
+            )
 
 
 def _model_field(payload: dict[str, Any]) -> str:

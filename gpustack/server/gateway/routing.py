@@ -13,12 +13,13 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
 from sqlalchemy import select
 
+from gpustack.backends.base import NOTHING_IGNORED, IgnoredFields
 from gpustack.backends.errors import UnknownBackend
 from gpustack.backends.registry import backend_of
 from gpustack.schemas.models import ModelInstancePublic, ModelInstanceState, ModelPublic, ModelSpec
@@ -64,6 +65,8 @@ class ModelRoutes:
     name: str
     backend: str
     routes: frozenset[OpenAIRoute]
+    # What its engine would ignore in a request (one shared empty mapping for most).
+    ignored_fields: IgnoredFields = field(default_factory=lambda: NOTHING_IGNORED)
 
     def describe_routes(self) -> str:
         return ", ".join(sorted(f"/v1/{route.value}" for route in self.routes)) or "none"
@@ -89,16 +92,20 @@ def _is_loopback(ip: str) -> bool:
         return ip == "localhost"
 
 
-def served_routes(model: dict[str, Any]) -> frozenset[OpenAIRoute]:
-    """The routes a model's backend serves for it, from the backend contract."""
+def model_routes(model: dict[str, Any]) -> ModelRoutes:
+    """The routes a model's backend serves for it, and what its engine would ignore, from the backend
+    contract."""
     try:
         spec = ModelSpec.model_validate(model)
         backend = backend_of(spec.backend)
-        return frozenset(backend.routes(spec, backend.parse_options(spec.backend_parameters)))
+        routes = frozenset(backend.routes(spec, backend.parse_options(spec.backend_parameters)))
+        return ModelRoutes(
+            model["id"], model["name"], str(model.get("backend")), routes, backend.ignored_fields
+        )
     except (UnknownBackend, ValueError, ArithmeticError) as exc:
         # Stored before a check that now refuses it: no route is better than a wrong one.
         logger.warning("model %s: cannot tell which routes it serves: %s", model.get("name"), exc)
-        return frozenset()
+        return ModelRoutes(model["id"], model["name"], str(model.get("backend")), frozenset())
 
 
 class RoutingTable:
@@ -195,9 +202,7 @@ class RoutingTable:
                 tuple(model.get("backend_parameters") or ()),
                 tuple(model.get("routes") or ()),
             )
-            found = self._route_keys.get(key) or ModelRoutes(
-                model["id"], model["name"], str(model.get("backend")), served_routes(model)
-            )
+            found = self._route_keys.get(key) or model_routes(model)
             routes[model["name"]] = by_key[key] = found
         self._routes = routes
         self._route_keys = by_key
