@@ -257,3 +257,72 @@ async def test_admin_labels_win_over_the_workers_own_and_survive_its_registratio
         assert again["labels"] == {"os": "x", "rack": "a1"}
         cleared = await admin.patch(f"/v2/workers/{registered['id']}", json={"labels": {}})
         assert cleared.json()["labels"] == {"os": "linux"}
+
+
+async def test_a_running_instance_is_unreachable_while_its_worker_does_not_answer_and_running_after(
+    server: RunningServer, admin: httpx.AsyncClient, smollm2: str
+) -> None:
+    """The probes read only the instances that may change; an instance on a worker that keeps answering
+    stays running throughout."""
+    port = free_port()
+
+    async def healthz(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    steady = await asyncio.start_server(healthz, "127.0.0.1", 0)
+    steady_port = steady.sockets[0].getsockname()[1]
+    flaky = await asyncio.start_server(healthz, "127.0.0.1", port)
+    async with server.worker_client() as worker, server.worker_client() as other:
+        first = await server.register(worker, registration("flaky", port))
+        second = await server.register(other, registration("steady", steady_port))
+        clients = {first["id"]: worker, second["id"]: other}
+        await admin.post("/v2/models", json={"name": "smol", "local_path": smollm2, "replicas": 2})
+
+        async def placed() -> list[dict] | None:
+            items = await instances(admin)
+            ready = [i for i in items if i["state"] == "scheduled"]
+            return (
+                ready
+                if len(ready) == 2 and {i["worker_id"] for i in ready} == {first["id"], second["id"]}
+                else None
+            )
+
+        for instance in await wait_for(placed):
+            update = await clients[instance["worker_id"]].put(
+                f"/v2/model-instances/{instance['id']}/state",
+                json={"worker_id": instance["worker_id"], "state": "running", "port": 40000, "pid": 1},
+            )
+            assert update.status_code == 200, update.text
+
+        async def states() -> dict[int, str]:
+            return {i["worker_id"]: i["state"] for i in await instances(admin)}
+
+        flaky.close()
+        await flaky.wait_closed()
+
+        async def flaky_unreachable() -> dict[int, str] | None:
+            found = await states()
+            return found if found[first["id"]] == "unreachable" else None
+
+        found = await wait_for(flaky_unreachable, timeout=15)
+        assert found[second["id"]] == "running"
+        [on_flaky] = [i for i in await instances(admin) if i["worker_id"] == first["id"]]
+        assert (
+            f"worker flaky is unreachable: the server cannot reach http://127.0.0.1:{port}"
+            in on_flaky["state_message"]
+        )
+
+        flaky = await asyncio.start_server(healthz, "127.0.0.1", port)
+        try:
+
+            async def all_running() -> bool:
+                return set((await states()).values()) == {"running"}
+
+            await wait_for(all_running, timeout=15)
+            assert (await worker_state(admin, first["id"]))["state"] == "ready"
+        finally:
+            flaky.close()
+            steady.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timezone
+from typing import Protocol
 
 import httpx
 from sqlalchemy import select
@@ -14,9 +15,9 @@ from gpustack.schemas.models import ModelInstanceState
 from gpustack.schemas.workers import WorkerState
 from gpustack.server.context import ServerContext
 from gpustack.server.db.retry import run_transaction
-from gpustack.server.db.tables import WorkerRow
+from gpustack.server.db.tables import ModelInstanceRow, WorkerRow
 from gpustack.server.services import (
-    instances_on_worker,
+    involved_workers,
     return_to_pending,
     set_instance_state,
     set_worker_state,
@@ -29,7 +30,15 @@ MISSED_HEARTBEATS = 3
 PROBE_TIMEOUT_SECONDS = 3.0
 
 
-def heartbeat_overdue(worker: WorkerRow, now: datetime, server_started_at: datetime) -> float | None:
+class _HeartbeatTimes(Protocol):
+    @property
+    def last_heartbeat_at(self) -> datetime | None: ...
+
+    @property
+    def heartbeat_interval(self) -> float: ...
+
+
+def heartbeat_overdue(worker: _HeartbeatTimes, now: datetime, server_started_at: datetime) -> float | None:
     """Seconds since the last heartbeat if more than three were missed, else None.
 
     Heartbeats sent while the server was down cannot have arrived, so the clock starts at server start.
@@ -48,9 +57,23 @@ async def check_heartbeats(ctx: ServerContext) -> None:
     started = datetime.fromtimestamp(ctx.started_at, timezone.utc)
     grace = ctx.config.worker_lost_grace
 
+    # A read of three columns first: with every worker on time (the usual case, every second) there is
+    # no transaction, and no worker's status is loaded.
+    async with ctx.session() as session:
+        timings = (
+            await session.execute(
+                select(WorkerRow.id, WorkerRow.last_heartbeat_at, WorkerRow.heartbeat_interval)
+            )
+        ).all()
+    now = datetime.now(timezone.utc)
+    overdue = [row.id for row in timings if heartbeat_overdue(row, now, started) is not None]
+    if not overdue:
+        return
+
     async def expire(session: AsyncSession) -> list[tuple[WorkerRow, float]]:
         now = datetime.now(timezone.utc)
-        workers = (await session.execute(select(WorkerRow))).scalars().all()
+        workers = (await session.execute(select(WorkerRow).where(WorkerRow.id.in_(overdue)))).scalars().all()
+        holding = await _instances_by_worker(session)
         silent_ones = []
         for worker in workers:
             silent = heartbeat_overdue(worker, now, started)
@@ -63,7 +86,7 @@ async def check_heartbeats(ctx: ServerContext) -> None:
                 )
                 logger.warning("worker %s is not ready: %s", worker.name, message)
                 set_worker_state(worker, WorkerState.NOT_READY, message)
-            if await instances_on_worker(session, worker.id, include_lent=True):
+            if holding.get(worker.id):
                 silent_ones.append((worker, silent))
         return silent_ones
 
@@ -81,11 +104,12 @@ async def check_heartbeats(ctx: ServerContext) -> None:
 
     async def settle(session: AsyncSession) -> bool:
         moved = False
+        holding = await _instances_by_worker(session)
         for worker_id, silent, problem in silent_and_down:
             row = await session.get(WorkerRow, worker_id)
             if row is None or row.state != WorkerState.NOT_READY.value:
                 continue  # it came back meanwhile
-            instances = await instances_on_worker(session, row.id, include_lent=True)
+            instances = [i for i in holding.get(row.id, []) if i.worker_id is not None]
             if silent <= grace:
                 for instance in instances:
                     if instance.state == ModelInstanceState.RUNNING.value:
@@ -112,6 +136,17 @@ async def check_heartbeats(ctx: ServerContext) -> None:
         ctx.schedule_wanted.set()  # the instances it held are pending again
 
 
+async def _instances_by_worker(session: AsyncSession) -> dict[int, list[ModelInstanceRow]]:
+    """Every placed instance under each worker it involves (runs it or lends it GPUs): one read for
+    all workers instead of one per worker."""
+    placed = await session.execute(select(ModelInstanceRow).where(ModelInstanceRow.worker_id.is_not(None)))
+    found: dict[int, list[ModelInstanceRow]] = {}
+    for instance in placed.scalars():
+        for worker_id in involved_workers(instance):
+            found.setdefault(worker_id, []).append(instance)
+    return found
+
+
 async def _probe(ctx: ServerContext, worker: WorkerRow) -> str | None:
     """None when the worker's /healthz answers, else what went wrong."""
     url = f"http://{worker.ip}:{worker.port}/healthz"
@@ -136,29 +171,66 @@ async def probe_workers(ctx: ServerContext) -> None:
     for worker, problem in zip(workers, results, strict=True):
         logger.debug("worker %s probe: %s", worker.name, problem or "healthy")
 
+    problems = {worker.id: problem for worker, problem in zip(workers, results, strict=True) if problem}
+    back = {
+        worker.id
+        for worker in workers
+        if worker.id not in problems and worker.state == WorkerState.UNREACHABLE.value
+    }
+
     async def record(session: AsyncSession) -> None:
-        for worker, problem in zip(workers, results, strict=True):
-            row = await session.get(WorkerRow, worker.id)
+        # One read of the instances that may change (running on a worker that did not answer, or
+        # unreachable ones), not one per worker: with every worker healthy there is nothing to write.
+        wanted = [ModelInstanceState.UNREACHABLE.value]
+        if problems:
+            wanted.append(ModelInstanceState.RUNNING.value)
+        instances = (
+            (
+                await session.execute(
+                    select(ModelInstanceRow).where(
+                        ModelInstanceRow.worker_id.is_not(None), ModelInstanceRow.state.in_(wanted)
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+        for worker_id in sorted(problems.keys() | back):
+            row = await session.get(WorkerRow, worker_id)
             if row is None:
                 continue
-            instances = await instances_on_worker(session, row.id, include_lent=True)
-            if problem:
-                if row.state == WorkerState.READY.value:
-                    logger.warning("worker %s is unreachable: %s", row.name, problem)
-                    set_worker_state(row, WorkerState.UNREACHABLE, problem)
-                for instance in instances:
-                    if instance.state == ModelInstanceState.RUNNING.value:
-                        set_instance_state(
-                            instance,
-                            ModelInstanceState.UNREACHABLE,
-                            f"worker {row.name} is unreachable: {problem}",
-                        )
-                continue
-            if row.state == WorkerState.UNREACHABLE.value:
+            problem = problems.get(worker_id)
+            if problem and row.state == WorkerState.READY.value:
+                logger.warning("worker %s is unreachable: %s", row.name, problem)
+                set_worker_state(row, WorkerState.UNREACHABLE, problem)
+            elif not problem and row.state == WorkerState.UNREACHABLE.value:
                 logger.info("worker %s is reachable again", row.name)
                 set_worker_state(row, WorkerState.READY)
-            for instance in instances:
-                if instance.state == ModelInstanceState.UNREACHABLE.value:
-                    set_instance_state(instance, ModelInstanceState.RUNNING)
+        names = {worker.id: worker.name for worker in workers}
+        for instance in instances:
+            involved = involved_workers(instance)
+            down = sorted(involved & problems.keys())
+            if down and instance.state == ModelInstanceState.RUNNING.value:
+                set_instance_state(
+                    instance,
+                    ModelInstanceState.UNREACHABLE,
+                    f"worker {names[down[0]]} is unreachable: {problems[down[0]]}",
+                )
+            elif (
+                not down
+                and instance.state == ModelInstanceState.UNREACHABLE.value
+                and involved <= names.keys()
+            ):
+                set_instance_state(instance, ModelInstanceState.RUNNING)
+
+    if not problems and not back:
+        async with ctx.session() as session:
+            unreachable = await session.scalar(
+                select(ModelInstanceRow.id)
+                .where(ModelInstanceRow.state == ModelInstanceState.UNREACHABLE.value)
+                .limit(1)
+            )
+        if unreachable is None:
+            return  # every worker answered and nothing was unreachable: nothing to record
 
     await run_transaction(ctx.session, record, what="recording worker probes", retry_stale=True)
