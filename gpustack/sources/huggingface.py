@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from gpustack.sources.base import FileSet, ModelFormat, ModelReader, RemoteFile, SourceError, SourceSettings
 from gpustack.sources.proxies import routing_transport
-from gpustack.sources.remote_reader import Listing, RemoteReader
+from gpustack.sources.remote_reader import LazyReader, RemoteReader, repo_reader
 from gpustack.sources.selection import choose_projector, engine_files, gguf_files
 
 if TYPE_CHECKING:
@@ -121,47 +121,10 @@ def list_repo(repo: str, settings: SourceSettings) -> tuple[str, dict[str, Remot
     return commit, files
 
 
-def listing(where: str, files: dict[str, RemoteFile], settings: SourceSettings) -> Listing:
-    first = next(iter(files.values()), None)
-    return Listing(
-        where=where,
-        urls={name: f.url for name, f in files.items()},
-        sizes={name: f.size for name, f in files.items()},
-        headers=dict(first.headers) if first is not None else {},
-        token_hint=TOKEN_HINT,
-        endpoint_hint=ENDPOINT_HINT,
-        environ=settings.environ,
-    )
-
-
-class _LazyReader:
-    """Lists the repository on first use, then reads headers by ranges."""
-
-    def __init__(self, spec: ModelSpec, settings: SourceSettings) -> None:
-        self.repo = spec.huggingface_repo_id or ""
-        self.pattern = spec.huggingface_filename
-        self.settings = settings
-        self.where = _where(self.repo)
-        self._reader: RemoteReader | None = None
-
-    def _get(self) -> RemoteReader:
-        if self._reader is None:
-            _, files = list_repo(self.repo, self.settings)
-            main = gguf_files(list(files), self.pattern, self.where)[0] if self.pattern else None
-            self._reader = RemoteReader(listing(self.where, files, self.settings), main)
-        return self._reader
-
-    def gguf_shards(self) -> Any:
-        return self._get().gguf_shards()
-
-    def projector(self, mmproj: str | None, no_mmproj: bool) -> Any:
-        return self._get().projector(mmproj, no_mmproj)
-
-    def safetensors(self) -> Any:
-        return self._get().safetensors()
-
-    def weights_bytes(self) -> int:
-        return self._get().weights_bytes()
+def _reader(spec: ModelSpec, settings: SourceSettings) -> RemoteReader:
+    repo = spec.huggingface_repo_id or ""
+    _, files = list_repo(repo, settings)
+    return repo_reader(_where(repo), files, spec.huggingface_filename, settings, TOKEN_HINT, ENDPOINT_HINT)
 
 
 class HuggingFace:
@@ -190,7 +153,7 @@ class HuggingFace:
         return f"huggingface/{spec.huggingface_repo_id}/{selection_label(spec.huggingface_filename, spec)}"
 
     def reader(self, spec: ModelSpec, settings: SourceSettings) -> ModelReader:
-        return _LazyReader(spec, settings)
+        return LazyReader(_where(spec.huggingface_repo_id or ""), lambda: _reader(spec, settings))
 
     def file_set(self, spec: ModelSpec, settings: SourceSettings, backend: str) -> FileSet:
         repo = spec.huggingface_repo_id or ""

@@ -12,8 +12,7 @@ import httpx
 from gpustack.sources.base import FileSet, ModelFormat, ModelReader, RemoteFile, SourceError, SourceSettings
 from gpustack.sources.http import read_json, sync_client, unreachable
 from gpustack.sources.huggingface import check_repo_id, select, selection_label
-from gpustack.sources.remote_reader import Listing, RemoteReader
-from gpustack.sources.selection import gguf_files
+from gpustack.sources.remote_reader import LazyReader, RemoteReader, repo_reader
 
 if TYPE_CHECKING:
     from gpustack.schemas.models import ModelSpec
@@ -68,45 +67,10 @@ def list_repo(repo: str, settings: SourceSettings) -> dict[str, RemoteFile]:
     return files
 
 
-def _listing(repo: str, files: dict[str, RemoteFile], settings: SourceSettings) -> Listing:
-    first = next(iter(files.values()), None)
-    return Listing(
-        where=_where(repo),
-        urls={n: f.url for n, f in files.items()},
-        sizes={n: f.size for n, f in files.items()},
-        headers=dict(first.headers) if first else {},
-        token_hint=TOKEN_HINT,
-        endpoint_hint=ENDPOINT_HINT,
-        environ=settings.environ,
-    )
-
-
-class _LazyReader:
-    def __init__(self, spec: ModelSpec, settings: SourceSettings) -> None:
-        self.repo = spec.model_scope_model_id or ""
-        self.pattern = spec.model_scope_file_path
-        self.settings = settings
-        self.where = _where(self.repo)
-        self._reader: RemoteReader | None = None
-
-    def _get(self) -> RemoteReader:
-        if self._reader is None:
-            files = list_repo(self.repo, self.settings)
-            main = gguf_files(list(files), self.pattern, self.where)[0] if self.pattern else None
-            self._reader = RemoteReader(_listing(self.repo, files, self.settings), main)
-        return self._reader
-
-    def gguf_shards(self) -> Any:
-        return self._get().gguf_shards()
-
-    def projector(self, mmproj: str | None, no_mmproj: bool) -> Any:
-        return self._get().projector(mmproj, no_mmproj)
-
-    def safetensors(self) -> Any:
-        return self._get().safetensors()
-
-    def weights_bytes(self) -> int:
-        return self._get().weights_bytes()
+def _reader(spec: ModelSpec, settings: SourceSettings) -> RemoteReader:
+    repo = spec.model_scope_model_id or ""
+    files = list_repo(repo, settings)
+    return repo_reader(_where(repo), files, spec.model_scope_file_path, settings, TOKEN_HINT, ENDPOINT_HINT)
 
 
 class ModelScope:
@@ -135,7 +99,7 @@ class ModelScope:
         return f"modelscope/{spec.model_scope_model_id}/{selection_label(spec.model_scope_file_path, spec)}"
 
     def reader(self, spec: ModelSpec, settings: SourceSettings) -> ModelReader:
-        return _LazyReader(spec, settings)
+        return LazyReader(_where(spec.model_scope_model_id or ""), lambda: _reader(spec, settings))
 
     def file_set(self, spec: ModelSpec, settings: SourceSettings, backend: str) -> FileSet:
         repo = spec.model_scope_model_id or ""

@@ -14,7 +14,7 @@ import httpx
 from gpustack.sources.base import FileSet, ModelFormat, ModelReader, RemoteFile, SourceError, SourceSettings
 from gpustack.sources.http import read_json, sync_client, unreachable
 from gpustack.sources.ollama_template import to_jinja
-from gpustack.sources.remote_reader import Listing, RemoteReader
+from gpustack.sources.remote_reader import LazyReader, Listing, RemoteReader
 
 if TYPE_CHECKING:
     from gpustack.schemas.models import ModelSpec
@@ -129,44 +129,32 @@ def sampling_parameters(params: dict[str, Any]) -> tuple[str, ...]:
     return tuple(out)
 
 
-class _Reader:
+class _Reader(LazyReader):
     def __init__(self, spec: ModelSpec, settings: SourceSettings) -> None:
         self.name = spec.ollama_library_model_name or ""
         self.settings = settings
-        self.where = _where(self.name)
-        self._reader: RemoteReader | None = None
+        super().__init__(_where(self.name), self._read_manifest)
 
-    def _get(self) -> RemoteReader:
-        if self._reader is None:
-            base, layers = manifest(self.name, self.settings)
-            files = {}
-            for media_type, name in ((MODEL_LAYER, MODEL_FILE), (PROJECTOR_LAYER, PROJECTOR_FILE)):
-                layer = _layer(layers, media_type)
-                if layer is not None:
-                    files[name] = _file(base, layer, name, self.where)
-            if MODEL_FILE not in files:
-                raise SourceError(f"{self.where}: the manifest has no model layer")
-            listing = Listing(
-                where=self.where,
-                urls={n: f.url for n, f in files.items()},
-                sizes={n: f.size for n, f in files.items()},
-                endpoint_hint="--ollama-library-base-url",
-                environ=self.settings.environ,
-            )
-            self._reader = RemoteReader(listing, MODEL_FILE)
-        return self._reader
-
-    def gguf_shards(self) -> Any:
-        return self._get().gguf_shards()
-
-    def projector(self, mmproj: str | None, no_mmproj: bool) -> Any:
-        return self._get().projector(mmproj, no_mmproj)
+    def _read_manifest(self) -> RemoteReader:
+        base, layers = manifest(self.name, self.settings)
+        files = {}
+        for media_type, name in ((MODEL_LAYER, MODEL_FILE), (PROJECTOR_LAYER, PROJECTOR_FILE)):
+            layer = _layer(layers, media_type)
+            if layer is not None:
+                files[name] = _file(base, layer, name, self.where)
+        if MODEL_FILE not in files:
+            raise SourceError(f"{self.where}: the manifest has no model layer")
+        listing = Listing(
+            where=self.where,
+            urls={n: f.url for n, f in files.items()},
+            sizes={n: f.size for n, f in files.items()},
+            endpoint_hint="--ollama-library-base-url",
+            environ=self.settings.environ,
+        )
+        return RemoteReader(listing, MODEL_FILE)
 
     def safetensors(self) -> Any:
         raise SourceError(f"{self.where}: the Ollama library holds GGUF models; use the llama-box backend")
-
-    def weights_bytes(self) -> int:
-        return self._get().weights_bytes()
 
 
 class OllamaLibrary:

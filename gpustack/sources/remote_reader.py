@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,9 +29,9 @@ from gpustack.estimate.safetensors import (
     shard_names,
     tensor_bytes,
 )
-from gpustack.sources.base import SourceError
+from gpustack.sources.base import RemoteFile, SourceError, SourceSettings
 from gpustack.sources.http import PARALLEL, FetchStats, read_json, sync_client, unreachable
-from gpustack.sources.selection import choose_projector
+from gpustack.sources.selection import choose_projector, gguf_files
 
 HEADER_PROBE = 64 * 1024  # one request covers the 8-byte length and most safetensors headers
 CHUNK = 1 << 20  # GGUF read-ahead
@@ -277,6 +277,56 @@ class RemoteReader:
     def weights_bytes(self) -> int:
         weights = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".onnx")
         return sum(size or 0 for name, size in self.listing.sizes.items() if name.endswith(weights))
+
+
+def repo_reader(
+    where: str,
+    files: Mapping[str, RemoteFile],
+    pattern: str | None,
+    settings: SourceSettings,
+    token_hint: str,
+    endpoint_hint: str,
+) -> RemoteReader:
+    """The reader of a listed repository: the GGUF that `pattern` picks, or the safetensors folder when
+    there is no pattern. Every file is asked for with the first file's headers (the token)."""
+    first = next(iter(files.values()), None)
+    listing = Listing(
+        where=where,
+        urls={name: f.url for name, f in files.items()},
+        sizes={name: f.size for name, f in files.items()},
+        headers=dict(first.headers) if first is not None else {},
+        token_hint=token_hint,
+        endpoint_hint=endpoint_hint,
+        environ=settings.environ,
+    )
+    main = gguf_files(list(files), pattern, where)[0] if pattern else None
+    return RemoteReader(listing, main)
+
+
+class LazyReader:
+    """A ModelReader that opens its RemoteReader (listing a source costs requests) on first use."""
+
+    def __init__(self, where: str, open_reader: Callable[[], RemoteReader]) -> None:
+        self.where = where
+        self._open = open_reader
+        self._reader: RemoteReader | None = None
+
+    def _get(self) -> RemoteReader:
+        if self._reader is None:
+            self._reader = self._open()
+        return self._reader
+
+    def gguf_shards(self) -> Any:
+        return self._get().gguf_shards()
+
+    def projector(self, mmproj: str | None, no_mmproj: bool) -> Any:
+        return self._get().projector(mmproj, no_mmproj)
+
+    def safetensors(self) -> Any:
+        return self._get().safetensors()
+
+    def weights_bytes(self) -> int:
+        return self._get().weights_bytes()
 
 
 def _read_shard_header(fetcher: Fetcher, name: str) -> dict[str, tuple[str, tuple[int, ...]]]:
