@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
 import psutil
+
+from gpustack.utils.os_lock import try_lock, unlock
 
 LOCK_NAME = "gpustack.lock"
 # Windows locks byte ranges and a locked range cannot be read, so the lock sits far past the pid it guards.
@@ -22,38 +23,6 @@ _SECRET_FLAGS = ("--token", "-t", "--bootstrap-password", "--database-url")
 
 class DataDirBusy(Exception):
     """Another running process holds the data dir; the message names it."""
-
-
-def _try_lock(fd: int) -> bool:
-    if sys.platform == "win32":
-        import msvcrt
-
-        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-    import fcntl
-
-    try:
-        # flock, not lockf: it belongs to this open file, so a second open in the same process conflicts too.
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _unlock(fd: int) -> None:
-    if sys.platform == "win32":
-        import msvcrt
-
-        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-        return
-    import fcntl
-
-    fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def redacted(command: list[str]) -> str:
@@ -97,7 +66,7 @@ class DataDirLock:
 
     def acquire(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        if not _try_lock(fd):
+        if not try_lock(fd, _WINDOWS_LOCK_OFFSET):
             os.close(fd)
             raise DataDirBusy(
                 f"the data dir {self.data_dir} is in use by {self._owner()}; stop that process first, "
@@ -114,7 +83,7 @@ class DataDirLock:
             return
         fd, self._fd = self._fd, None
         try:
-            _unlock(fd)
+            unlock(fd, _WINDOWS_LOCK_OFFSET)
         finally:
             os.close(fd)
 
