@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 
 import psutil
@@ -26,4 +28,16 @@ def port_is_free(port: int, host: str = "0.0.0.0") -> bool:
             sock.bind((host, port))
         except OSError:
             return False
+    return True
+
+
+async def accepts(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether something listens on host:port: a TCP connection opens within `timeout`, closed at once."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
     return True

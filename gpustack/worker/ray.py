@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from gpustack.utils.network import accepts
 from gpustack.worker.process import start_logged, terminate
 
 logger = logging.getLogger(__name__)
@@ -261,7 +262,7 @@ class RayNode:
                 code = self.process.returncode
                 self.process = None
                 raise RayStartFailed(self._failure(f"exited with code {code}"))
-            if await _accepts(spec.node_ip, spec.ready_port):
+            if await accepts(spec.node_ip, spec.ready_port):
                 logger.info("Ray %s node up; cluster address %s", spec.role.value, spec.address)
                 return
             if loop.time() > deadline:
@@ -288,14 +289,3 @@ class RayNode:
             lines = []
         tail = "\n".join(lines)
         return f"Ray {spec.role.value} node on {spec.node_ip} {what}; last lines of {spec.log_path}:\n{tail}"
-
-
-async def _accepts(host: str, port: int) -> bool:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
-    except (OSError, asyncio.TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True

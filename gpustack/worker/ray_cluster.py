@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpustack.utils.network import port_is_free
+from gpustack.utils.network import accepts, port_is_free
 from gpustack.worker.ray import (
     PORTS_PER_NODE,
     RayNode,
@@ -239,7 +239,7 @@ class RayClusters:
         host, _, port = head_address.rpartition(":")
         try:
             while True:
-                if not await _accepts(host, int(port)):  # the head is not up (yet, or again)
+                if not await accepts(host, int(port)):  # the head is not up (yet, or again)
                     await asyncio.sleep(1.0)
                     continue
                 base = self._free_node_slot(request.node_ip)
@@ -285,14 +285,3 @@ class RayClusters:
     async def shutdown(self) -> None:
         await asyncio.gather(*(self.leave(i) for i in list(self._joins)))
         await self.keep_heads(set())
-
-
-async def _accepts(host: str, port: int) -> bool:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
-    except (OSError, asyncio.TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True

@@ -16,7 +16,7 @@ from pathlib import Path
 from gpustack.backends.devices import visible_devices_env
 from gpustack.config import Config
 from gpustack.schemas.workers import GPUDevice
-from gpustack.utils.network import port_is_free
+from gpustack.utils.network import accepts, port_is_free
 from gpustack.worker.engines.resolve import find_program
 from gpustack.worker.process import start_logged, terminate
 
@@ -106,7 +106,7 @@ class RpcServers:
                     device, port, log=rpc_log_path(self.config.log_dir, index)
                 )
             if server.process is not None and server.process.returncode is None:
-                server.ready = server.ready or await self._accepts(server.port)
+                server.ready = server.ready or await accepts(self._bind_ip, server.port)
                 continue
             if server.process is not None:
                 server.failures += 1
@@ -135,21 +135,11 @@ class RpcServers:
             "RPC server for GPU %d (%s) on %s:%d", device.index, device.name, self._bind_ip, server.port
         )
         for _ in range(20):
-            if await self._accepts(server.port):
+            if await accepts(self._bind_ip, server.port):
                 server.ready = True
                 server.failures = 0
                 return
             await asyncio.sleep(0.1)
-
-    async def _accepts(self, port: int) -> bool:
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(self._bind_ip, port), 1.0)
-        except (OSError, asyncio.TimeoutError):
-            return False
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return True
 
     async def _stop(self, server: _Server) -> None:
         server.ready = False
