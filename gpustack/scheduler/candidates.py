@@ -146,6 +146,17 @@ class Rejections:
         if self.recording:
             self._items.append(_Reason(template, values))
 
+    def unified_memory_short(self, worker: WorkerSnapshot, vram: int, ram: int) -> None:
+        """A worker whose GPU shares its RAM (Apple silicon, Jetson) cannot hold both claims at once."""
+        self.add(
+            "worker {worker}: unified memory: {vram} on its GPU and {ram} of RAM together exceed the "
+            "{free} allocatable",
+            worker=worker.name,
+            vram=Bytes(vram),
+            ram=Bytes(ram),
+            free=Bytes(worker.ram_free),
+        )
+
     def gpus_short(self, worker: WorkerSnapshot, gpus: list[GPUSnapshot], need: int) -> None:
         if not self.recording:
             return

@@ -208,14 +208,7 @@ class DeviceFit:
 
     def _ram_short(self, host: WorkerSnapshot, ram: int, host_vram: int, on_cpu: int, devices: int) -> None:
         if host.unified_memory:
-            self.rejections.add(
-                "worker {worker}: unified memory: {vram} on its GPU and {ram} of RAM together exceed the "
-                "{free} allocatable",
-                worker=host.name,
-                vram=Bytes(host_vram),
-                ram=Bytes(ram),
-                free=Bytes(host.ram_free),
-            )
+            self.rejections.unified_memory_short(host, host_vram, ram)
         elif on_cpu:
             self.rejections.add(
                 "worker {worker}: {free} RAM allocatable, needs {need} with {cpu} of {total} layers on the "

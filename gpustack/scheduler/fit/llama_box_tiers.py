@@ -111,14 +111,7 @@ class Tiers:
 
     def ram_short(self, worker: WorkerSnapshot, ram: int, vram: int) -> None:
         if worker.unified_memory:
-            self.rejections.add(
-                "worker {worker}: unified memory: {vram} on its GPU and {ram} of RAM together exceed the "
-                "{free} allocatable",
-                worker=worker.name,
-                vram=Bytes(vram),
-                ram=Bytes(ram),
-                free=Bytes(worker.ram_free),
-            )
+            self.rejections.unified_memory_short(worker, vram, ram)
         else:
             self.rejections.add(
                 "worker {worker}: {free} RAM allocatable, needs {need} beside its GPUs",
