@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import Select
 
-from gpustack.server.bus import EventType
+from gpustack.server.bus import Event, EventType
 from gpustack.server.context import ServerContext
 
 KEEPALIVE_SECONDS = 15.0
@@ -18,6 +19,26 @@ KEEPALIVE_SECONDS = 15.0
 
 def _line(payload: dict[str, Any]) -> bytes:
     return (json.dumps(payload, separators=(",", ":")) + "\n").encode()
+
+
+# One event reaches every watcher of its topic: its line is encoded once, not once per watcher (a UI's
+# hundred open pages, a thousand workers' assignment watches). Keyed by the event object, which is kept
+# alive in the entry so that its id cannot be reused; an event older than the last few hundred is simply
+# encoded again.
+_ENCODED: OrderedDict[tuple[int, str], tuple[Event, bytes]] = OrderedDict()
+_ENCODED_MAX = 512
+
+
+def _event_line(kind: EventType, event: Event) -> bytes:
+    key = (id(event), kind.value)
+    cached = _ENCODED.get(key)
+    if cached is not None and cached[0] is event:
+        return cached[1]
+    line = _line({"type": kind.value, "data": event.data})
+    _ENCODED[key] = (event, line)
+    if len(_ENCODED) > _ENCODED_MAX:
+        _ENCODED.popitem(last=False)
+    return line
 
 
 def watch_response(
@@ -49,10 +70,10 @@ def watch_response(
                 if event.type is not EventType.DELETED and matches(event.data):
                     kind = EventType.CREATED if row_id not in known else event.type
                     known.add(row_id)
-                    yield _line({"type": kind.value, "data": event.data})
+                    yield _event_line(kind, event)
                 elif row_id in known:
                     known.discard(row_id)
-                    yield _line({"type": EventType.DELETED.value, "data": event.data})
+                    yield _event_line(EventType.DELETED, event)
 
     return StreamingResponse(stream(), media_type="application/x-ndjson")
 
