@@ -234,6 +234,27 @@ async def health_responder() -> tuple[asyncio.AbstractServer, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
+class ResendingTransport(httpx.AsyncBaseTransport):
+    """A kept-alive connection that the server closes as a request goes out (its idle timer fires while
+    its loop was busy) fails that request: send it again on a fresh connection, up to three times."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport(retries=3)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(4):
+            try:
+                return await self.inner.handle_async_request(request)
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                if attempt == 3:
+                    raise
+                await asyncio.sleep(0.2)
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 @dataclass
 class Server:
     process: subprocess.Popen[bytes]
@@ -383,10 +404,7 @@ async def run_size(n: int, database: str, args: argparse.Namespace) -> dict[str,
         token = Path(data_dir, "token").read_text().strip()  # noqa: ASYNC240
         limits = httpx.Limits(max_connections=3 * n + 50, max_keepalive_connections=3 * n + 50)
         http = httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits)
-        # A kept-alive connection the server closes as a request goes out: sent again on a fresh one.
-        admin = httpx.AsyncClient(
-            base_url=server.url, timeout=120, transport=httpx.AsyncHTTPTransport(retries=3)
-        )
+        admin = httpx.AsyncClient(base_url=server.url, timeout=120, transport=ResendingTransport())
         (await admin.post("/auth/login", json={"username": "admin", "password": PASSWORD})).raise_for_status()
 
         rng = random.Random(n)
