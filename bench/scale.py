@@ -437,7 +437,12 @@ async def run_size(n: int, database: str, args: argparse.Namespace) -> dict[str,
                 "resources": {"gpus": 1, "vram": "1GiB", "ram": "256MiB"},
                 "replicas": replicas,
             }
-            response = await admin.post("/v2/models", json=body)
+            for _ in range(30):  # an overloaded server answers 503 (its database pool ran dry): again
+                response = await admin.post("/v2/models", json=body)
+                if response.status_code != 503:
+                    break
+                print(f"[{database} N={n}] create answered 503: {response.text[:200]}", flush=True)
+                await asyncio.sleep(5)
             if response.status_code != 409:  # 409: created by an attempt whose answer was lost
                 response.raise_for_status()
 
