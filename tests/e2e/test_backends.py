@@ -12,45 +12,22 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import openai
 import psutil
 import pytest
 
 from gpustack.worker.engines.resolve import PACKAGED_PROGRAMS
 from tests.conftest import require_or_skip, smollm2_path
+from tests.e2e.api import PASSWORD, Api, ready_api
 from tests.e2e.cluster import Cluster, wait_until
 from tests.worker.wheels import build_wheel
 
 pytestmark = pytest.mark.e2e
 
-PASSWORD = "E2e-Admin-Pass"
-
 
 def _llama_server() -> str | None:
     return PACKAGED_PROGRAMS["llama-server"][1]()
-
-
-class Api:
-    def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=30)
-        response = self.http.post("/auth/login", json={"username": "admin", "password": PASSWORD})
-        assert response.status_code == 200, response.text
-
-    def deploy(self, body: dict[str, Any]) -> dict:
-        response = self.http.post("/v2/models", json=body)
-        assert response.status_code == 201, response.text
-        return dict(response.json())
-
-    def instance_of(self, model: str) -> dict | None:
-        items = self.http.get("/v2/model-instances").json()["items"]
-        return next((i for i in items if i["model_name"] == model), None)
-
-    def in_state(self, model: str, state: str) -> dict | None:
-        instance = self.instance_of(model)
-        return instance if instance is not None and instance["state"] == state else None
 
 
 @pytest.fixture(scope="module")
@@ -77,20 +54,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, wheels: Path) -> Iterator[
 
 @pytest.fixture(scope="module")
 def api(cluster: Cluster) -> Api:
-    api = Api(cluster.url)
-    wait_until(
-        lambda: [w for w in api.http.get("/v2/workers").json()["items"] if w["state"] == "ready"],
-        30,
-        "the embedded worker",
-    )
-    return api
+    return ready_api(cluster)
 
 
 @pytest.fixture(scope="module")
 def api_key(api: Api) -> str:
-    response = api.http.post("/v2/api-keys", json={"name": "e2e-backends"})
-    assert response.status_code == 201
-    return str(response.json()["value"])
+    return api.key("e2e-backends")
 
 
 def test_a_custom_command_serves_chat_through_the_gateway(cluster: Cluster, api: Api, api_key: str) -> None:

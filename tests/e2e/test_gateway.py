@@ -19,13 +19,12 @@ import pytest
 from gpustack.server.security import worker_credential
 from gpustack.utils.engine_secret import engine_secret
 from tests.conftest import require_or_skip, smollm2_path
+from tests.e2e.api import PASSWORD, Api, ready_api
 from tests.e2e.cluster import Cluster, wait_until
-from tests.e2e.test_backends import Api, _llama_server
+from tests.e2e.test_backends import _llama_server
 from tests.fixtures.reranker_gguf import reranker_path
 
 pytestmark = pytest.mark.e2e
-
-PASSWORD = "E2e-Admin-Pass"
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +37,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def api(cluster: Cluster) -> Api:
-    api = Api(cluster.url)
-    wait_until(
-        lambda: [w for w in api.http.get("/v2/workers").json()["items"] if w["state"] == "ready"],
-        30,
-        "the embedded worker",
-    )
-    return api
+    return ready_api(cluster)
 
 
 @pytest.fixture(scope="module")
 def key(api: Api) -> str:
-    return str(api.http.post("/v2/api-keys", json={"name": "e2e-gateway"}).json()["value"])
+    return api.key("e2e-gateway")
 
 
 def running(api: Api, name: str, body: dict[str, Any]) -> dict:

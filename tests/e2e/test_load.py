@@ -15,12 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.api import PASSWORD, Api
 from tests.e2e.cluster import Cluster, wait_until
-from tests.e2e.test_backends import Api
 
 pytestmark = pytest.mark.e2e
 
-PASSWORD = "E2e-Admin-Pass"
 STUB = Path(__file__).resolve().parents[1] / "fixtures" / "stub_engine.py"
 STREAMS = 400  # at once, each 10 chunks over about 5 s
 QUICK_CLIENTS = 16  # in a loop meanwhile

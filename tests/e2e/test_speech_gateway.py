@@ -14,12 +14,11 @@ import openai
 import pytest
 
 from tests.conftest import require_or_skip
+from tests.e2e.api import PASSWORD, Api
 from tests.e2e.cluster import Cluster, wait_until
-from tests.e2e.test_backends import Api
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
-PASSWORD = "E2e-Admin-Pass"
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL = ROOT / "scripts" / "install-speech.sh"
 # Installing the environment (2.7 GB of wheels, no compiling) and the engine's first start (Python compiles
