@@ -21,7 +21,7 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import httpx
 import openai
@@ -31,41 +31,16 @@ import pytest
 from gpustack.worker.ray import PORTS_PER_NODE
 from gpustack.worker.ray_cluster import cluster_token
 from tests.conftest import free_port_range, require_or_skip
+from tests.e2e.api import PASSWORD, Api, ready_api
 from tests.e2e.cluster import Cluster, wait_until
 from tests.fixtures.vllm_backends import backends_dir, link_backends, offline_pip_env, wheel_cache
 
 pytestmark = pytest.mark.e2e
 
-PASSWORD = "E2e-Admin-Pass"
 START = 420.0  # two vLLM engines loading at once on two cores
 VIRTUAL_GPU = (
     "resources:\n  gpu_devices:\n    - {name: Virtual 24 GiB, vendor: Test, type: cuda, memory: 24GiB}\n"
 )
-
-
-class Api:
-    def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=30)
-        response = self.http.post("/auth/login", json={"username": "admin", "password": PASSWORD})
-        assert response.status_code == 200, response.text
-
-    def deploy(self, body: dict[str, Any]) -> dict:
-        response = self.http.post("/v2/models", json=body)
-        assert response.status_code == 201, response.text
-        return dict(response.json())
-
-    def instance_of(self, model: str) -> dict | None:
-        items = self.http.get("/v2/model-instances").json()["items"]
-        return next((i for i in items if i["model_name"] == model), None)
-
-    def in_state(self, model: str, *states: str) -> dict | None:
-        instance = self.instance_of(model)
-        return instance if instance is not None and instance["state"] in states else None
-
-    def key(self, name: str) -> str:
-        response = self.http.post("/v2/api-keys", json={"name": name})
-        assert response.status_code == 201, response.text
-        return str(response.json()["value"])
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +68,7 @@ def cluster(
 
 @pytest.fixture(scope="module")
 def api(cluster: Cluster) -> Api:
-    api = Api(cluster.url)
-    wait_until(
-        lambda: [w for w in api.http.get("/v2/workers").json()["items"] if w["state"] == "ready"],
-        30,
-        "the embedded worker",
-    )
-    return api
+    return ready_api(cluster)
 
 
 @pytest.fixture(scope="module")
