@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import engine_startup  # noqa: E402 - bench/engine_startup.py: by_hand, deploy
-from stubcluster import free_port, login, model_path, start_gpustack, stop_gpustack, wait  # noqa: E402
+from stubcluster import free_port, login, model_path, start_gpustack, stop_gpustack, wait_worker_ready  # noqa: E402
 
 from gpustack.schemas.models import ModelSpec  # noqa: E402
 from gpustack.sources.base import SourceSettings  # noqa: E402
@@ -150,11 +150,7 @@ def cached_deploy(runs: int, root: Path) -> None:
     managed, manual = [], []
     try:
         admin = login(server, timeout=60, ready_s=90)
-        wait(
-            lambda: [w for w in admin.get("/v2/workers").json()["items"] if w["state"] == "ready"],
-            60,
-            "the embedded worker",
-        )
+        wait_worker_ready(admin)
         first, _ = engine_startup.deploy(admin, "smol-download", body)  # downloads; the files stay
         for run in range(runs):
             elapsed, instance = engine_startup.deploy(admin, f"smol-{run}", body)

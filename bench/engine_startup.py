@@ -30,7 +30,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from stubcluster import free_port, login, model_path, start_gpustack, stop_gpustack  # noqa: E402
+from stubcluster import free_port, login, model_path, start_gpustack, stop_gpustack, wait_worker_ready  # noqa: E402
 from stubcluster import wait as stubcluster_wait  # noqa: E402
 
 from gpustack.worker.engines.resolve import PACKAGED_PROGRAMS  # noqa: E402
@@ -110,11 +110,7 @@ def main() -> None:
     rows = []
     try:
         admin = login(server, timeout=60, ready_s=90)
-        wait(
-            lambda: [w for w in admin.get("/v2/workers").json()["items"] if w["state"] == "ready"],
-            60,
-            "the embedded worker",
-        )
+        wait_worker_ready(admin)
         for backend, body in models(server).items():
             deploy(admin, f"warm-{backend}", body)  # resolves the executable, loads the file into the cache
             managed, manual = [], []

@@ -94,6 +94,15 @@ def login(url: str, timeout: float = 30, ready_s: float = 60) -> httpx.Client:
     return admin
 
 
+def wait_worker_ready(admin: httpx.Client, timeout: float = 60) -> None:
+    """Until the embedded worker is ready (it registers after the server answers)."""
+    wait(
+        lambda: [w for w in admin.get("/v2/workers").json()["items"] if w["state"] == "ready"],
+        timeout,
+        "the embedded worker",
+    )
+
+
 def stop_gpustack(process: subprocess.Popen[bytes], grace: float = 30) -> None:
     """SIGTERM, then SIGKILL after `grace` seconds."""
     process.send_signal(signal.SIGTERM)
