@@ -3,10 +3,12 @@ so that concurrent test runs on the shared test server never reset each other's.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -27,9 +29,26 @@ async def own_postgres_database() -> AsyncIterator[str]:
         await admin.execute(f'CREATE DATABASE "{name}"')
         yield make_url(base).set(database=name).render_as_string(hide_password=False)
     finally:
-        # FORCE: a server killed by the test may have left connections behind.
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        try:
+            await _drop(admin, name)
+        finally:
+            await admin.close()
+
+
+async def _drop(admin: Any, name: str) -> None:
+    """DROP ... WITH (FORCE): a server killed by the test may have left connections behind. FORCE may not
+    end another role's backend, and PostgreSQL's autovacuum (a superuser's) can be working in a fresh
+    database for a moment: then again, shortly."""
+    import asyncpg
+
+    for attempt in range(40):
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError):
+            if attempt == 39:
+                raise
+            await asyncio.sleep(0.25)
 
 
 @pytest.fixture
