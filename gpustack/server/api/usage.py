@@ -29,8 +29,14 @@ _COLUMNS = {
 }
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def _utc(value: datetime, name: str) -> datetime:
+    try:
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    except OverflowError:  # year 1 or 9999 moved by its offset past what a datetime holds
+        raise BadRequest(f"{name}: {value.isoformat()} is out of range in UTC") from None
 
 
 def _groups(group_by: str) -> list[UsageGroup]:
@@ -64,8 +70,11 @@ async def usage(
     principal: Principal = Depends(require_user),
 ) -> UsageReport:
     groups = _groups(group_by)
-    until = _utc(end) if end is not None else datetime.now(timezone.utc)
-    since = _utc(start) if start is not None else until - DEFAULT_RANGE
+    until = _utc(end, "end") if end is not None else datetime.now(timezone.utc)
+    if start is not None:
+        since = _utc(start, "start")
+    else:  # the default range, from year 1 at the earliest
+        since = until - DEFAULT_RANGE if until - EARLIEST > DEFAULT_RANGE else EARLIEST
     if since >= until:
         raise BadRequest("start must be before end")
     if until - since > MAX_RANGE:
