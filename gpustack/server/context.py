@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from gpustack.config import Config
 from gpustack.server import security
 from gpustack.server.bus import EventBus
+from gpustack.server.heartbeats import HeartbeatRecorder
 from gpustack.server.requirements import Requirements
 
 if TYPE_CHECKING:
@@ -37,6 +38,10 @@ class ServerContext:
     metrics: ServerMetrics | None = None
 
     _worker_credentials: dict[int, str] = field(default_factory=dict, init=False, repr=False)
+    heartbeats: HeartbeatRecorder = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.heartbeats = HeartbeatRecorder(self.sessions)
 
     def session(self) -> AsyncSession:
         return self.sessions()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,7 +31,7 @@ from gpustack.server.auth import (
 )
 from gpustack.server.db.retry import run_transaction
 from gpustack.server.db.tables import WorkerRow, utcnow
-from gpustack.server.errors import Conflict, Forbidden
+from gpustack.server.errors import Conflict, Forbidden, NotFound
 from gpustack.server.services import instances_on_worker, return_to_pending, set_worker_state
 from gpustack.utils.versions import check as compatibility
 
@@ -49,7 +48,7 @@ async def list_workers(
     state: WorkerState | None = None,
     search: str | None = Query(None, description="part of the name, hostname or IP"),
     watch: bool = Query(False, description="stream a snapshot then changes as newline-delimited JSON"),
-) -> PaginatedList[WorkerPublic] | StreamingResponse:
+) -> Response:
     statement = select(WorkerRow).order_by(WorkerRow.id)
     if name:
         statement = statement.where(WorkerRow.name == name)
@@ -66,9 +65,11 @@ async def list_workers(
             context(request),
             statement,
             WorkerPublic,
-            lambda w: (not name or w["name"] == name)
-            and (not state or w["state"] == state.value)
-            and any(needle in w[field].lower() for field in ("name", "hostname", "ip")),
+            lambda w: (
+                (not name or w["name"] == name)
+                and (not state or w["state"] == state.value)
+                and any(needle in w[field].lower() for field in ("name", "hostname", "ip"))
+            ),
         )
     async with context(request).session() as session:
         return await paginate(session, statement, params, WorkerPublic)
@@ -108,6 +109,7 @@ async def delete_worker(request: Request, worker_id: int) -> None:
 
     await run_transaction(ctx.session, delete, what=f"deleting worker {worker_id}", retry_stale=True)
     credential_cache(request).clear()  # its credential stops working now, not in 30 s
+    ctx.heartbeats.forget(worker_id)
     ctx.schedule_wanted.set()
 
 
@@ -170,6 +172,7 @@ async def register_worker(request: Request, body: WorkerRegistration) -> WorkerR
             instance.worker_ip = worker.ip
         await session.commit()
     logger.info("worker %s registered from %s:%d", worker.name, worker.ip, worker.port)
+    ctx.heartbeats.forget(worker.id)
     ctx.schedule_wanted.set()
     return WorkerRegistered.model_validate(
         {
@@ -190,24 +193,11 @@ async def report_status(
             f"a worker reports only its own status; this credential belongs to worker {principal.worker_id}"
         )
     logger.debug("worker %d reports its status (healthy: %s)", worker_id, body.healthy)
-
-    async def record(session: AsyncSession) -> tuple[WorkerRow, bool]:
-        worker = await get_or_404(session, WorkerRow, worker_id, "worker")
-        worker.status = body.status.model_dump(mode="json")
-        worker.last_heartbeat_at = utcnow()
-        if not body.healthy:
-            if worker.state != WorkerState.NOT_READY.value or worker.state_message != body.state_message:
-                logger.warning("worker %s is not ready: %s", worker.name, body.state_message)
-            set_worker_state(worker, WorkerState.NOT_READY, body.state_message)
-        elif worker.state == WorkerState.NOT_READY.value:
-            # Reachability is judged by the server's own probe; a heartbeat only ends not_ready.
-            set_worker_state(worker, WorkerState.READY)
-            return worker, True
-        return worker, False
-
-    worker, became_ready = await run_transaction(
-        ctx.session, record, what=f"recording the heartbeat of worker {worker_id}"
+    recorded = await ctx.heartbeats.record(
+        worker_id, body.status.model_dump(mode="json"), body.healthy, body.state_message
     )
-    if became_ready:
-        logger.info("worker %s is ready again", worker.name)
+    if recorded is None:
+        raise NotFound(f"worker {worker_id} not found")
+    if recorded.became_ready:
+        logger.info("worker %s is ready again", recorded.name)
         ctx.schedule_wanted.set()
