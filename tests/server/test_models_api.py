@@ -137,6 +137,19 @@ async def test_filters_and_pagination(admin: httpx.AsyncClient) -> None:
     assert bad.status_code == 400 and "perPage" in bad.json()["message"]
 
 
+async def test_a_list_returns_only_the_fields_asked_for(admin: httpx.AsyncClient) -> None:
+    await admin.post("/v2/models", json={"name": "slim", "local_path": "/x/m.gguf", "replicas": 0})
+    page = (await admin.get("/v2/models", params={"fields": "id, name"})).json()
+    assert [set(item) for item in page["items"]] == [{"id", "name"}]
+    assert page["pagination"]["total"] == 1 and "perPage" in page["pagination"]
+    whole = (await admin.get("/v2/models")).json()["items"][0]
+    assert {"replicas", "backend", "created_at"} <= set(whole)
+    bad = await admin.get("/v2/models", params={"fields": "name,colour"})
+    assert (
+        bad.status_code == 400 and "'colour'" in bad.json()["message"] and "replicas" in bad.json()["message"]
+    )
+
+
 async def test_instance_logs_need_a_placed_instance(admin: httpx.AsyncClient, server: RunningServer) -> None:
     await admin.post("/v2/models", json={"name": "ghost", "local_path": "/nowhere/ghost.gguf"})
     items = await wait_for(lambda: instances(admin))

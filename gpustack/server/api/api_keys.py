@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import select
 
 from gpustack.schemas.common import PaginatedList
@@ -24,7 +24,7 @@ async def list_keys(
     params: PageParams = Depends(),
     search: str | None = Query(None, description="part of the key's name"),
     principal: Principal = Depends(require_user),
-) -> PaginatedList[ApiKeyPublic]:
+) -> Response:
     statement = select(ApiKeyRow).where(ApiKeyRow.user_id == principal.user_id).order_by(ApiKeyRow.id)
     if search:
         statement = statement.where(ApiKeyRow.name.ilike(f"%{search}%"))

@@ -8,8 +8,7 @@ import logging
 from typing import Any
 
 import httpx
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -61,7 +60,7 @@ async def list_files(
     worker_id: QueryId = None,
     state: ModelFileState | None = None,
     watch: bool = Query(False, description="stream a snapshot then changes as newline-delimited JSON"),
-) -> PaginatedList[ModelFilePublic] | StreamingResponse:
+) -> Response:
     statement = select(ModelFileRow).order_by(ModelFileRow.id)
     if worker_id is not None:
         statement = statement.where(ModelFileRow.worker_id == worker_id)
@@ -72,8 +71,10 @@ async def list_files(
             context(request),
             statement,
             ModelFilePublic,
-            lambda f: (worker_id is None or f["worker_id"] == worker_id)
-            and (state is None or f["state"] == state.value),
+            lambda f: (
+                (worker_id is None or f["worker_id"] == worker_id)
+                and (state is None or f["state"] == state.value)
+            ),
         )
     async with context(request).session() as session:
         return await paginate(session, statement, params, ModelFilePublic)
@@ -102,9 +103,7 @@ async def claim_file(
         worker = await get_or_404(session, WorkerRow, worker_id, "worker")
         row = (
             await session.execute(
-                select(ModelFileRow).where(
-                    ModelFileRow.worker_id == worker.id, ModelFileRow.cache_key == key
-                )
+                select(ModelFileRow).where(ModelFileRow.worker_id == worker.id, ModelFileRow.cache_key == key)
             )
         ).scalar()
         if row is None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import ValidationError
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
@@ -29,7 +28,7 @@ async def list_models(
     backend: str | None = None,
     search: str | None = Query(None, description="part of the name"),
     watch: bool = Query(False, description="stream a snapshot then changes as newline-delimited JSON"),
-) -> PaginatedList[ModelPublic] | StreamingResponse:
+) -> Response:
     statement = select(ModelRow).order_by(ModelRow.id)
     if name:
         statement = statement.where(ModelRow.name == name)
@@ -44,9 +43,11 @@ async def list_models(
             context(request),
             statement,
             ModelPublic,
-            lambda m: (not name or m["name"] == name)
-            and (not backend or m["backend"] == backend)
-            and (needle in m["name"].lower() or needle in m["description"].lower()),
+            lambda m: (
+                (not name or m["name"] == name)
+                and (not backend or m["backend"] == backend)
+                and (needle in m["name"].lower() or needle in m["description"].lower())
+            ),
         )
     async with context(request).session() as session:
         return await paginate(session, statement, params, ModelPublic)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,7 +37,7 @@ async def list_users(
     params: PageParams = Depends(),
     search: str | None = Query(None, description="part of the username or full name"),
     is_admin: bool | None = None,
-) -> PaginatedList[UserPublic]:
+) -> Response:
     statement = select(UserRow).order_by(UserRow.id)
     if search:
         pattern = f"%{search}%"
