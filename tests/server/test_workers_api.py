@@ -329,3 +329,52 @@ async def test_a_running_instance_is_unreachable_while_its_worker_does_not_answe
         finally:
             flaky.close()
             steady.close()
+
+
+async def test_a_workers_watch_snapshot_holds_its_own_and_its_lent_instances_only(
+    server: RunningServer, admin: httpx.AsyncClient
+) -> None:
+    from gpustack.server.db.tables import ModelInstanceRow
+
+    clients = [server.worker_client() for _ in range(3)]
+    try:
+        host, lender, other = [
+            (await server.register(client, registration(name, 1)))["id"]
+            for client, name in zip(clients, ("host", "lender", "other"), strict=True)
+        ]
+        model = (
+            await admin.post("/v2/models", json={"name": "m", "local_path": "/x/m.gguf", "replicas": 0})
+        ).json()
+        part = {
+            "worker_id": lender,
+            "worker_name": "lender",
+            "worker_ip": "127.0.0.1",
+            "gpu_indexes": [0],
+            "claim": {},
+        }
+        async with server.ctx.session() as session:
+            for name, worker_id, parts in (("split", host, [part]), ("alone", other, []), ("own", host, [])):
+                session.add(
+                    ModelInstanceRow(
+                        name=name,
+                        model_id=model["id"],
+                        model_name="m",
+                        worker_id=worker_id,
+                        state="scheduled",
+                        subordinate_workers=parts,
+                    )
+                )
+            await session.commit()
+
+        async def snapshot(client: httpx.AsyncClient, worker_id: int) -> list[str]:
+            params = {"worker_id": worker_id, "watch": "true"}
+            async with client.stream("GET", "/v2/model-instances", params=params) as stream:
+                first = json.loads(await anext(stream.aiter_lines()))
+            return [item["name"] for item in first["items"]]
+
+        assert await snapshot(clients[0], host) == ["split", "own"]
+        assert await snapshot(clients[1], lender) == ["split"]
+        assert await snapshot(clients[2], other) == ["alone"]
+    finally:
+        for client in clients:
+            await client.aclose()

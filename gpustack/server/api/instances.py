@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
+from sqlalchemy import Text, and_, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gpustack.schemas.models import ModelInstancePublic, ModelInstanceState, ModelInstanceStateUpdate
@@ -67,11 +67,21 @@ async def list_instances(
         )
 
     async def snapshot() -> list[dict[str, Any]]:
-        # With a worker filter, subordinate parts are in JSON, which SQL cannot filter the same way on
-        # every database: read the placed instances and filter here.
+        # With a worker filter, subordinate parts are in JSON, which SQL cannot search the same way on
+        # every database: SQL keeps the worker's own instances and every distributed one (few), and
+        # `matches` picks among those. Reading every placed instance made each of a thousand workers'
+        # watches read ten thousand rows.
         query = statement
         if worker_id is not None:
-            query = select(ModelInstanceRow).where(ModelInstanceRow.worker_id.is_not(None))
+            query = select(ModelInstanceRow).where(
+                or_(
+                    ModelInstanceRow.worker_id == worker_id,
+                    and_(
+                        ModelInstanceRow.worker_id.is_not(None),
+                        cast(ModelInstanceRow.subordinate_workers, Text) != "[]",
+                    ),
+                )
+            ).order_by(ModelInstanceRow.id)
         async with ctx.session() as session:
             rows = (await session.execute(query)).scalars().all()
             items = [ModelInstancePublic.model_validate(row).model_dump(mode="json") for row in rows]
