@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gpustack.schemas.models import ModelInstanceState
@@ -38,23 +38,31 @@ async def sync_replicas(ctx: ServerContext) -> None:
 
 
 async def _sync(session: AsyncSession) -> bool:
-    """Add and remove instances to match every model's replicas; True when some were added."""
+    """Add and remove instances to match every model's replicas; True when some were added.
+
+    Runs after every batch of instance changes: it counts instances per model and state in SQL and loads
+    whole rows only of a model that has too many (reading all 10,000 instances of a large cluster after
+    each report kept a core busy)."""
     created = False
     models = (await session.execute(select(ModelRow))).scalars().all()
-    instances = (await session.execute(select(ModelInstanceRow))).scalars().all()
-    by_model: dict[int, list[ModelInstanceRow]] = {}
-    for instance in instances:
-        by_model.setdefault(instance.model_id, []).append(instance)
+    counted = await session.execute(
+        select(ModelInstanceRow.model_id, ModelInstanceRow.state, func.count()).group_by(
+            ModelInstanceRow.model_id, ModelInstanceRow.state
+        )
+    )
+    states: dict[int, dict[str, int]] = {}
+    for model_id, state, count in counted:
+        states.setdefault(model_id, {})[state] = count
     for model in models:
-        mine = by_model.get(model.id, [])
-        if model.replicas > len(mine):
+        existing = sum(states.get(model.id, {}).values())
+        if model.replicas > existing:
             logger.debug(
                 "model %s: adding %d instance(s) for %d replicas",
                 model.name,
-                model.replicas - len(mine),
+                model.replicas - existing,
                 model.replicas,
             )
-        for _ in range(model.replicas - len(mine)):
+        for _ in range(model.replicas - existing):
             session.add(
                 ModelInstanceRow(
                     name=instance_name(model.name),
@@ -65,7 +73,12 @@ async def _sync(session: AsyncSession) -> bool:
                 )
             )
             created = True
-        if len(mine) > model.replicas:
+        if existing > model.replicas:
+            mine = (
+                (await session.execute(select(ModelInstanceRow).where(ModelInstanceRow.model_id == model.id)))
+                .scalars()
+                .all()
+            )
             surplus = sorted(mine, key=lambda i: (_REMOVAL_ORDER.get(i.state, 5), -i.id))
             for instance in surplus[: len(mine) - model.replicas]:
                 logger.info(
@@ -75,7 +88,7 @@ async def _sync(session: AsyncSession) -> bool:
                     model.replicas,
                 )
                 await session.delete(instance)
-        ready = sum(1 for i in mine if i.state == ModelInstanceState.RUNNING.value)
+        ready = states.get(model.id, {}).get(ModelInstanceState.RUNNING.value, 0)
         if model.ready_replicas != ready:
             model.ready_replicas = ready
     return created
