@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -65,8 +66,9 @@ def worker_snapshot(worker: WorkerRow) -> WorkerSnapshot:
     )
 
 
-def claims_of(instance: ModelInstanceRow) -> Iterable[tuple[int, ResourceClaim]]:
-    """(worker id, claim) for every worker the instance holds memory on: its own and subordinates'."""
+def claims_of(instance: Any) -> Iterable[tuple[int, ResourceClaim]]:
+    """(worker id, claim) for every worker the instance (a row or its placement columns) holds memory on:
+    its own and subordinates'."""
     if instance.worker_id is not None and instance.computed_resource_claim:
         yield instance.worker_id, ResourceClaim.model_validate(instance.computed_resource_claim)
     for subordinate in instance.subordinate_workers or []:
@@ -77,8 +79,17 @@ async def cluster_snapshot(session: AsyncSession) -> list[WorkerSnapshot]:
     """Every worker with the claims of every placed instance counted, in any state."""
     workers = (await session.execute(select(WorkerRow).order_by(WorkerRow.id))).scalars().all()
     snapshots = {worker.id: worker_snapshot(worker) for worker in workers}
-    placed = await session.execute(select(ModelInstanceRow).where(ModelInstanceRow.worker_id.is_not(None)))
-    for instance in placed.scalars():
+    # The placement columns only, as plain rows: a round at 10,000 placed instances spent most of its
+    # time building ORM objects it only read.
+    placed = await session.execute(
+        select(
+            ModelInstanceRow.worker_id,
+            ModelInstanceRow.computed_resource_claim,
+            ModelInstanceRow.subordinate_workers,
+            ModelInstanceRow.placement,
+        ).where(ModelInstanceRow.worker_id.is_not(None))
+    )
+    for instance in placed:
         for worker_id, claim in claims_of(instance):
             if worker_id in snapshots:
                 snapshots[worker_id].add_claim(claim)
