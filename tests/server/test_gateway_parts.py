@@ -175,3 +175,57 @@ async def test_the_pool_reuses_connections_and_tries_a_fresh_one_when_the_engine
     finally:
         pool.close()
         server.close()
+
+
+def test_routing_changed_event_by_event_matches_routing_built_from_scratch() -> None:
+    """Instance events update only their model's endpoints; after each of a few hundred random changes
+    (states, ports, moves between workers, deletions, a worker's address, models), the table must route
+    exactly as one loaded from the same rows."""
+    import random
+
+    from gpustack.server.bus import EventType
+
+    rng = random.Random(7)
+    rows: dict[str, dict[int, dict]] = {
+        "models": {
+            m: {"id": m, "name": f"m{m}", "backend": "llama-box", "local_path": "/m.gguf",
+                "ready_replicas": 0, "created_at": "2025-01-01T00:00:00"}
+            for m in range(1, 4)
+        },
+        "workers": {w: {"id": w, "name": f"w{w}", "ip": f"10.0.0.{w}", "port": 10150} for w in range(1, 4)},
+        "model_instances": {},
+    }  # fmt: skip
+    table = RoutingTable(lambda worker_id: f"credential-{worker_id}", local=frozenset({"10.0.0.1"}))
+    table.load([], [], [])
+    for topic in ("models", "workers"):
+        for row in rows[topic].values():
+            table.apply(topic, EventType.CREATED, dict(row))
+    for step in range(400):
+        topic = rng.choice(["model_instances"] * 8 + ["workers", "models"])
+        if topic == "model_instances":
+            instance_id = rng.randint(1, 30)
+            if instance_id in rows[topic] and rng.random() < 0.15:
+                table.apply(topic, EventType.DELETED, rows[topic].pop(instance_id))
+            else:
+                model = rng.randint(1, 3)
+                row = {"id": instance_id, "name": f"i{instance_id}", "model_name": f"m{model}",
+                       "worker_id": rng.choice([1, 2, 3, None]), "state": rng.choice(["running", "starting"]),
+                       "port": rng.choice([None, 40000 + instance_id])}  # fmt: skip
+                kind = EventType.UPDATED if instance_id in rows[topic] else EventType.CREATED
+                rows[topic][instance_id] = row
+                table.apply(topic, kind, dict(row))
+        elif topic == "workers":
+            worker = dict(rows[topic][rng.randint(1, 3)], ip=f"10.0.0.{rng.randint(1, 4)}")
+            rows[topic][worker["id"]] = worker
+            table.apply(topic, EventType.UPDATED, dict(worker))
+        else:
+            model = dict(
+                rows[topic][rng.randint(1, 3)], backend_parameters=[rng.choice(["--reranking", "-c 8"])]
+            )
+            rows[topic][model["id"]] = model
+            table.apply(topic, EventType.UPDATED, dict(model))
+        fresh = RoutingTable(lambda worker_id: f"credential-{worker_id}", local=frozenset({"10.0.0.1"}))
+        fresh.load(*(list(rows[t].values()) for t in ("models", "model_instances", "workers")))
+        for name in ("m1", "m2", "m3"):
+            assert table.endpoints(name) == fresh.endpoints(name), f"step {step}, model {name}"
+            assert table.model(name) == fresh.model(name)

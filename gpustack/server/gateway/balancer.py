@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -105,7 +106,7 @@ class Balancer:
         health = self._health.get(instance_id)
         return health is not None and health.ejected_until > self._clock()
 
-    def forget(self, keep: set[int]) -> None:
+    def forget(self, keep: AbstractSet[int]) -> None:
         """Drop what is known of instances that no longer run (their counts are not coming back)."""
         for instance_id in [i for i, h in self._health.items() if i not in keep and not h.outstanding]:
             del self._health[instance_id]
