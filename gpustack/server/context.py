@@ -32,6 +32,9 @@ class ServerContext:
     started_at: float = field(default_factory=time.time)
     # Set whenever something may let a pending instance fit: a model changed, a worker joined, memory freed.
     schedule_wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    # One replica reconcile at a time: the timer's and a change's, run side by side, both saw a model
+    # short of instances and both added them (then removed the surplus).
+    replicas_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Model requirements from file headers, shared by the scheduler and model evaluations.
     requirements: Requirements = field(default_factory=Requirements)
     # None with --disable-metrics: every hook then costs one attribute check.

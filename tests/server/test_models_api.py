@@ -66,6 +66,27 @@ async def test_replicas_create_and_remove_instances(admin: httpx.AsyncClient) ->
     assert (await admin.get(f"/v2/models/{model['id']}")).status_code == 404
 
 
+async def test_replica_reconciles_run_side_by_side_add_each_missing_instance_once(
+    admin: httpx.AsyncClient, server: RunningServer
+) -> None:
+    from sqlalchemy import func, select, update
+
+    from gpustack.server.controllers.models import sync_replicas
+    from gpustack.server.db.tables import ModelInstanceRow, ModelRow
+
+    model = (
+        await admin.post("/v2/models", json={"name": "r", "local_path": "/nowhere/m.gguf", "replicas": 0})
+    ).json()
+    async with server.ctx.session() as session:
+        await session.execute(update(ModelRow).where(ModelRow.id == model["id"]).values(replicas=6))
+        await session.commit()
+    # The timer's reconcile and a change's, at once: each used to see six missing and add six.
+    await asyncio.gather(*(sync_replicas(server.ctx) for _ in range(3)))
+    async with server.ctx.session() as session:
+        count = select(func.count()).where(ModelInstanceRow.model_id == model["id"])
+        assert (await session.execute(count)).scalar_one() == 6
+
+
 async def _count(client: httpx.AsyncClient, model_id: int | None, expected: int) -> bool:
     params = {"model_id": model_id} if model_id is not None else {}
     return len(await instances(client, **params)) == expected

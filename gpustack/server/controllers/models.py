@@ -33,7 +33,11 @@ def instance_name(model_name: str) -> str:
 
 
 async def sync_replicas(ctx: ServerContext) -> None:
-    if await run_transaction(ctx.session, _sync, what="matching instances to replicas", retry_stale=True):
+    async with ctx.replicas_lock:
+        added = await run_transaction(
+            ctx.session, _sync, what="matching instances to replicas", retry_stale=True
+        )
+    if added:
         ctx.schedule_wanted.set()
 
 
