@@ -99,13 +99,17 @@ class Stats:
 
 
 class SimWorker:
-    def __init__(
-        self, index: int, gpus: int, http: httpx.AsyncClient, token: str, stats: Stats, port: int
-    ) -> None:
+    """One simulated worker, with its own connections as a real worker has: one client shared by all
+    made httpcore's pool the bottleneck (assigning each request scans every connection), and queued
+    reports starved the heartbeats behind them."""
+
+    def __init__(self, index: int, gpus: int, url: str, token: str, stats: Stats, port: int) -> None:
         self.index = index
         self.port = port
         self.gpus = gpus
-        self.http = http
+        # The assignment watch, a heartbeat and two reports at a time.
+        self.http = httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=4))
+        self.reporting = asyncio.Semaphore(2)
         self.token = token
         self.stats = stats
         self.rng = random.Random(index)
@@ -158,6 +162,10 @@ class SimWorker:
             await asyncio.sleep(max(0.0, HEARTBEAT - (time.perf_counter() - started)))
 
     async def report(self, instance_id: int) -> None:
+        async with self.reporting:
+            await self._report(instance_id)
+
+    async def _report(self, instance_id: int) -> None:
         body = {"worker_id": self.id, "state": "running", "port": 40000 + instance_id % 20000, "pid": 1}
         for _ in range(5):
             try:
@@ -402,15 +410,13 @@ async def run_size(n: int, database: str, args: argparse.Namespace) -> dict[str,
         await asyncio.sleep(3)
         result["idle_rss"] = server.ps().memory_info().rss
         token = Path(data_dir, "token").read_text().strip()  # noqa: ASYNC240
-        limits = httpx.Limits(max_connections=3 * n + 50, max_keepalive_connections=3 * n + 50)
-        http = httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits)
         admin = httpx.AsyncClient(base_url=server.url, timeout=120, transport=ResendingTransport())
         (await admin.post("/auth/login", json={"username": "admin", "password": PASSWORD})).raise_for_status()
 
         rng = random.Random(n)
         gpus = [rng.randint(1, 8) for _ in range(n)]
         responder, health_port = await health_responder()
-        workers = [SimWorker(i, gpus[i], http, token, stats, health_port) for i in range(n)]
+        workers = [SimWorker(i, gpus[i], server.url, token, stats, health_port) for i in range(n)]
         print(f"[{database} N={n}] registering {n} workers", flush=True)
         semaphore = asyncio.Semaphore(20)
 
@@ -513,7 +519,7 @@ async def run_size(n: int, database: str, args: argparse.Namespace) -> dict[str,
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         tasks = []
-        await http.aclose()
+        await asyncio.gather(*(worker.http.aclose() for worker in workers))
         await admin.aclose()
         responder.close()
     finally:
