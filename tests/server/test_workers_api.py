@@ -378,3 +378,29 @@ async def test_a_workers_watch_snapshot_holds_its_own_and_its_lent_instances_onl
     finally:
         for client in clients:
             await client.aclose()
+
+
+async def test_a_round_that_places_its_share_leaves_the_rest_to_the_next_round_at_once(
+    server: RunningServer, admin: httpx.AsyncClient, smollm2: str, monkeypatch: Any
+) -> None:
+    from gpustack.server.controllers import scheduler
+
+    monkeypatch.setattr(scheduler, "ROUND_PLACEMENTS", 1)
+
+    async def healthz(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        writer.close()
+
+    port = free_port()
+    listener = await asyncio.start_server(healthz, "127.0.0.1", port)
+    async with listener, server.worker_client() as worker:
+        await server.register(worker, registration("roomy", port))
+        await admin.post("/v2/models", json={"name": "many", "local_path": smollm2, "replicas": 4})
+
+        async def all_scheduled() -> bool:
+            items = await instances(admin)
+            return len(items) == 4 and all(item["state"] == "scheduled" for item in items)
+
+        # Well before the scheduler's 10 s timer: each round wakes the next.
+        await wait_for(all_scheduled, timeout=5)

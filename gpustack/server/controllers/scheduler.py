@@ -34,6 +34,11 @@ from gpustack.utils.units import format_bytes
 
 logger = logging.getLogger(__name__)
 
+# Placements written by one round's transaction. A round that placed 3,000 instances held SQLite's one
+# write lock for seconds while it wrote them (heartbeats and reports queued behind it, workers turned
+# not_ready); the next round starts at once and sees these claims in its snapshot.
+ROUND_PLACEMENTS = 200
+
 
 def worker_snapshot(worker: WorkerRow) -> WorkerSnapshot:
     status = WorkerStatus.model_validate(worker.status or {})
@@ -211,8 +216,11 @@ async def schedule_pending(ctx: ServerContext, requirements: Requirements) -> No
     outcomes: list[str] = []
     started = time.perf_counter()
 
+    more: list[bool] = []
+
     async def schedule(session: AsyncSession) -> None:
         outcomes.clear()  # a round run again counts once
+        more.clear()
         pending = (
             (
                 await session.execute(
@@ -236,13 +244,21 @@ async def schedule_pending(ctx: ServerContext, requirements: Requirements) -> No
                 "placing %d pending instance(s); allocatable: %s", len(pending), describe_cluster(workers)
             )
         models = {m.id: m for m in (await session.execute(select(ModelRow))).scalars().all()}
+        placed = 0
         for instance in pending:
             model = models.get(instance.model_id)
-            if model is not None:
-                outcomes.append(await _schedule_one(instance, model, workers, requirements, endpoints))
+            if model is None:
+                continue
+            outcomes.append(await _schedule_one(instance, model, workers, requirements, endpoints))
+            placed += outcomes[-1] == PLACED
+            if placed >= ROUND_PLACEMENTS:
+                more.append(True)  # the rest in the next round, after this one's commit
+                break
 
     # An instance changed while the round ran (a worker's report, a deletion): run it again on fresh reads.
     await run_transaction(ctx.session, schedule, what="placing pending instances", retry_stale=True)
+    if more:
+        ctx.schedule_wanted.set()
     if ctx.metrics is not None and outcomes:
         ctx.metrics.scheduling_duration.observe(time.perf_counter() - started)
         for outcome in outcomes:
