@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from gpustack.config import Config
 from gpustack.server import security
 from gpustack.server.bus import EventBus
+from gpustack.server.gateway.upstream import Pool
 from gpustack.server.heartbeats import HeartbeatRecorder
 from gpustack.server.requirements import Requirements
 
@@ -37,6 +38,8 @@ class ServerContext:
     replicas_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Model requirements from file headers, shared by the scheduler and model evaluations.
     requirements: Requirements = field(default_factory=Requirements)
+    # Kept-alive connections to the workers' /healthz, for the liveness probes.
+    probes: Pool = field(default_factory=Pool)
     # None with --disable-metrics: every hook then costs one attribute check.
     metrics: ServerMetrics | None = None
 

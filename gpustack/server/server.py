@@ -172,6 +172,7 @@ class Server:
             await serving
             if isinstance(ctx.bus, PostgresEventBus):
                 await ctx.bus.close()
+            ctx.probes.close()
             await ctx.http.aclose()
             try:
                 await asyncio.wait_for(ctx.engine.dispose(), 10)
