@@ -16,12 +16,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gpustack.schemas.workers import WorkerState
+from gpustack.schemas.workers import WorkerPublic, WorkerState
+from gpustack.server.bus import Event, EventType
+from gpustack.server.db.events import publish_after_commit
 from gpustack.server.db.retry import run_transaction
 from gpustack.server.db.tables import WorkerRow, utcnow
 from gpustack.server.services import set_worker_state
@@ -106,7 +109,8 @@ class HeartbeatRecorder:
                 )
             ).all()
             recorded: dict[int, Recorded] = {}
-            rewrite: set[int] = set()
+            readiness: set[int] = set()  # its state changes too: through the ORM (rare)
+            status_only: set[int] = set()  # a new status: one UPDATE for all of them
             for row in rows:
                 beat = latest[row.id]
                 ready_again = beat.healthy and row.state == WorkerState.NOT_READY.value
@@ -119,10 +123,12 @@ class HeartbeatRecorder:
                 unchanged = (
                     last is not None and last[0] == beat.status and clock - last[1] < REWRITE_AFTER_SECONDS
                 )
-                if ready_again or newly_unwell or not unchanged:
-                    rewrite.add(row.id)
+                if ready_again or newly_unwell:
+                    readiness.add(row.id)
+                elif not unchanged:
+                    status_only.add(row.id)
                 recorded[row.id] = Recorded(row.name, ready_again)
-            quiet = [worker_id for worker_id in recorded if worker_id not in rewrite]
+            quiet = [worker_id for worker_id in recorded if worker_id not in readiness | status_only]
             if quiet:
                 await session.execute(
                     update(WorkerRow)
@@ -130,19 +136,22 @@ class HeartbeatRecorder:
                     .values(last_heartbeat_at=now)
                     .execution_options(synchronize_session=False)
                 )
-            if rewrite:
+            if status_only:
+                statuses = {worker_id: latest[worker_id].status for worker_id in status_only}
+                await _write_statuses(session, statuses, now)
+            if readiness:
                 for worker in (
-                    await session.execute(select(WorkerRow).where(WorkerRow.id.in_(rewrite)))
+                    await session.execute(select(WorkerRow).where(WorkerRow.id.in_(readiness)))
                 ).scalars():
                     beat = latest[worker.id]
                     worker.status = beat.status
                     worker.last_heartbeat_at = now
                     if not beat.healthy:
                         set_worker_state(worker, WorkerState.NOT_READY, beat.state_message)
-                    elif worker.state == WorkerState.NOT_READY.value:
+                    else:
                         # Reachability is judged by the server's own probe; a heartbeat only ends not_ready.
                         set_worker_state(worker, WorkerState.READY)
-                    written[worker.id] = beat.status
+            written.update({worker_id: latest[worker_id].status for worker_id in readiness | status_only})
             return recorded
 
         recorded = await run_transaction(
@@ -152,3 +161,29 @@ class HeartbeatRecorder:
         for worker_id, status in written.items():
             self._written[worker_id] = (status, clock)
         return recorded
+
+
+async def _write_statuses(session: AsyncSession, statuses: dict[int, dict[str, Any]], now: datetime) -> None:
+    """New statuses of workers whose state stays: one executemany UPDATE, however many (each statement is
+    a round trip to the database's thread, which waits for the event loop to let it run), and the events
+    the ORM would have published for them."""
+    table = cast(Table, WorkerRow.__table__)
+    await session.execute(
+        update(table)
+        .where(table.c.id == bindparam("worker_id"))
+        .values(status=bindparam("new_status"), last_heartbeat_at=now, updated_at=now),
+        [{"worker_id": worker_id, "new_status": status} for worker_id, status in statuses.items()],
+    )
+    others = [column for column in table.c if column.name != "status"]
+    rows = (await session.execute(select(*others).where(table.c.id.in_(statuses)))).mappings()
+    await publish_after_commit(
+        session,
+        [
+            Event(
+                WorkerRow.__tablename__,
+                EventType.UPDATED,
+                WorkerPublic.model_validate({**row, "status": statuses[row["id"]]}).model_dump(mode="json"),
+            )
+            for row in rows
+        ],
+    )

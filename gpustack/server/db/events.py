@@ -7,6 +7,7 @@ they leave with the commit and never without it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel
@@ -75,6 +76,21 @@ def _after_commit(session: Session) -> None:
 
 def _after_rollback(session: Session, _previous_transaction: Any) -> None:
     session.info.pop(_PENDING, None)
+
+
+async def publish_after_commit(session: AsyncSession, events: Iterable[Event]) -> None:
+    """Changes written without the ORM (a bulk UPDATE), told as the ORM's are: handed to the other
+    servers with the transaction, published here after its commit, dropped with a rollback."""
+    pending = list(events)
+
+    def hand_over(sync_session: Session) -> None:
+        bus: Bus | None = sync_session.info.get("bus")
+        if bus is None or not pending:
+            return
+        sync_session.info.setdefault(_PENDING, []).extend(pending)
+        bus.send_with(sync_session.connection(), pending)
+
+    await session.run_sync(hand_over)
 
 
 def install() -> None:
