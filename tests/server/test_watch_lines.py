@@ -28,3 +28,25 @@ def test_a_different_event_with_equal_content_or_a_reused_id_is_encoded_afresh()
     assert len(watch._ENCODED) <= watch._ENCODED_MAX
     new = Event("models", EventType.UPDATED, {"id": 1, "description": "new"})
     assert json.loads(watch._event_line(EventType.UPDATED, new))["data"]["description"] == "new"
+
+
+async def test_a_watch_is_woken_only_for_its_rows_and_still_told_when_one_leaves_its_filter() -> None:
+    from gpustack.server.bus import EventBus
+
+    bus = EventBus()
+    mine = watch._admitting({1}, lambda data: data["worker_id"] == 7)  # row 1 came in the snapshot
+    async with bus.subscribe("model_instances") as subscription:
+        subscription.accepts = mine
+        for event in (
+            Event("model_instances", EventType.UPDATED, {"id": 2, "worker_id": 8}),  # another worker's
+            Event("model_instances", EventType.UPDATED, {"id": 3, "worker_id": 7}),  # new to this watch
+            Event("model_instances", EventType.UPDATED, {"id": 1, "worker_id": 8}),  # moved away
+            Event("model_instances", EventType.UPDATED, {"id": 3, "worker_id": 9}),  # moved away too
+            Event("model_instances", EventType.DELETED, {"id": 3, "worker_id": 9}),
+            Event("model_instances", EventType.UPDATED, {"id": 3, "worker_id": 9}),  # a reused id, elsewhere
+        ):
+            bus.publish(event)
+        seen = []
+        while (event := await subscription.get(timeout=0.01)) is not None:
+            seen.append((event.data["id"], event.type.value))
+    assert seen == [(3, "updated"), (1, "updated"), (3, "updated"), (3, "deleted")]

@@ -41,6 +41,24 @@ def _event_line(kind: EventType, event: Event) -> bytes:
     return line
 
 
+def _admitting(admitted: set[int], matches: Callable[[dict[str, Any]], bool]) -> Callable[[Event], bool]:
+    """A bus filter for a watch: events of rows it let through before (or that were in the snapshot),
+    and of rows that match now. It may let through more than the stream sends, never less."""
+
+    def accepts(event: Event) -> bool:
+        row_id = event.data["id"]
+        if row_id in admitted:
+            if event.type is EventType.DELETED:
+                admitted.discard(row_id)
+            return True
+        if event.type is not EventType.DELETED and matches(event.data):
+            admitted.add(row_id)
+            return True
+        return False
+
+    return accepts
+
+
 def watch_response(
     ctx: ServerContext,
     topic: str,
@@ -57,6 +75,9 @@ def watch_response(
         async with ctx.bus.subscribe(topic) as subscription:
             items = await snapshot()
             known = {item["id"] for item in items}
+            # From here the bus passes on only what this stream may send: rows that match, and rows it
+            # ever let through (one that stops matching is sent as deleted). Until now, everything.
+            subscription.accepts = _admitting(set(known), matches)
             yield _line({"type": "snapshot", "items": items})
             while True:
                 try:
