@@ -38,7 +38,7 @@ class PageParams:
     ) -> None:
         self.page = page
         self.per_page = per_page
-        self.fields = [name.strip() for name in fields.split(",") if name.strip()] if fields else None
+        self.fields = [name.strip() for name in (fields or "").split(",") if name.strip()] or None
 
     def included(self, view: type[BaseModel]) -> set[str] | None:
         """The fields of `view` asked for, or None for all; a name `view` does not have is a 400."""
