@@ -97,9 +97,11 @@ class HeartbeatRecorder:
     async def _write(self, group: list[Heartbeat]) -> dict[int, Recorded]:
         latest = {beat.worker_id: beat for beat in group}  # a worker's later heartbeat wins
         written: dict[int, dict[str, Any]] = {}
+        unwell: list[tuple[str, str]] = []  # logged once committed, not once per attempt
 
         async def work(session: AsyncSession) -> dict[int, Recorded]:
             written.clear()
+            unwell.clear()
             now, clock = utcnow(), time.monotonic()
             rows = (
                 await session.execute(
@@ -118,7 +120,7 @@ class HeartbeatRecorder:
                     row.state != WorkerState.NOT_READY.value or row.state_message != beat.state_message
                 )
                 if newly_unwell:
-                    logger.warning("worker %s is not ready: %s", row.name, beat.state_message)
+                    unwell.append((row.name, beat.state_message))
                 last = self._written.get(row.id)
                 unchanged = (
                     last is not None and last[0] == beat.status and clock - last[1] < REWRITE_AFTER_SECONDS
@@ -128,7 +130,8 @@ class HeartbeatRecorder:
                 elif not unchanged:
                     status_only.add(row.id)
                 recorded[row.id] = Recorded(row.name, ready_again)
-            quiet = [worker_id for worker_id in recorded if worker_id not in readiness | status_only]
+            changed = readiness | status_only
+            quiet = [worker_id for worker_id in recorded if worker_id not in changed]
             if quiet:
                 await session.execute(
                     update(WorkerRow)
@@ -151,12 +154,14 @@ class HeartbeatRecorder:
                     else:
                         # Reachability is judged by the server's own probe; a heartbeat only ends not_ready.
                         set_worker_state(worker, WorkerState.READY)
-            written.update({worker_id: latest[worker_id].status for worker_id in readiness | status_only})
+            written.update({worker_id: latest[worker_id].status for worker_id in changed})
             return recorded
 
         recorded = await run_transaction(
             self._sessions, work, what=f"recording {len(latest)} worker heartbeats"
         )
+        for name, message in unwell:
+            logger.warning("worker %s is not ready: %s", name, message)
         clock = time.monotonic()
         for worker_id, status in written.items():
             self._written[worker_id] = (status, clock)

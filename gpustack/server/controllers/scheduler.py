@@ -216,11 +216,9 @@ async def schedule_pending(ctx: ServerContext, requirements: Requirements) -> No
     outcomes: list[str] = []
     started = time.perf_counter()
 
-    more: list[bool] = []
-
-    async def schedule(session: AsyncSession) -> None:
+    async def schedule(session: AsyncSession) -> bool:
+        """Place what fits; True when the round stopped at ROUND_PLACEMENTS with more to place."""
         outcomes.clear()  # a round run again counts once
-        more.clear()
         pending = (
             (
                 await session.execute(
@@ -237,7 +235,7 @@ async def schedule_pending(ctx: ServerContext, requirements: Requirements) -> No
             .all()
         )
         if not pending:
-            return
+            return False
         workers = await cluster_snapshot(session)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
@@ -252,11 +250,11 @@ async def schedule_pending(ctx: ServerContext, requirements: Requirements) -> No
             outcomes.append(await _schedule_one(instance, model, workers, requirements, endpoints))
             placed += outcomes[-1] == PLACED
             if placed >= ROUND_PLACEMENTS:
-                more.append(True)  # the rest in the next round, after this one's commit
-                break
+                return True  # the rest in the next round, after this one's commit
+        return False
 
     # An instance changed while the round ran (a worker's report, a deletion): run it again on fresh reads.
-    await run_transaction(ctx.session, schedule, what="placing pending instances", retry_stale=True)
+    more = await run_transaction(ctx.session, schedule, what="placing pending instances", retry_stale=True)
     if more:
         ctx.schedule_wanted.set()
     if ctx.metrics is not None and outcomes:

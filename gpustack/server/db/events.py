@@ -60,9 +60,17 @@ def _after_flush(session: Session, _context: Any) -> None:
     for row in session.deleted:
         if type(row) in _PUBLIC_VIEWS:
             flushed.append(Event(row.__tablename__, EventType.DELETED, _describe(row)))
-    if flushed:
-        session.info.setdefault(_PENDING, []).extend(flushed)
-        bus.send_with(session.connection(), flushed)
+    _hand_over(session, flushed)
+
+
+def _hand_over(session: Session, events: list[Event]) -> None:
+    """Keep `events` for publishing after the commit, and send them to the other servers with the
+    transaction."""
+    bus: Bus | None = session.info.get("bus")
+    if bus is None or not events:
+        return
+    session.info.setdefault(_PENDING, []).extend(events)
+    bus.send_with(session.connection(), events)
 
 
 def _after_commit(session: Session) -> None:
@@ -82,15 +90,7 @@ async def publish_after_commit(session: AsyncSession, events: Iterable[Event]) -
     """Changes written without the ORM (a bulk UPDATE), told as the ORM's are: handed to the other
     servers with the transaction, published here after its commit, dropped with a rollback."""
     pending = list(events)
-
-    def hand_over(sync_session: Session) -> None:
-        bus: Bus | None = sync_session.info.get("bus")
-        if bus is None or not pending:
-            return
-        sync_session.info.setdefault(_PENDING, []).extend(pending)
-        bus.send_with(sync_session.connection(), pending)
-
-    await session.run_sync(hand_over)
+    await session.run_sync(lambda sync_session: _hand_over(sync_session, pending))
 
 
 def install() -> None:

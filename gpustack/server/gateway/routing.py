@@ -202,13 +202,16 @@ class RoutingTable:
             self._routed[old_name].pop(instance_id, None)
         instance = self._instances.get(instance_id)
         worker = self._routable(instance)
-        new_name = None
-        if instance is not None and worker is not None:
-            new_name = instance["model_name"]
-            self._routed.setdefault(new_name, {})[instance_id] = self._endpoint(instance, worker)
-            self._routed_name[instance_id] = new_name
+        new_name = self._add(instance, worker) if instance is not None and worker is not None else None
         for name in {old_name, new_name} - {None}:
             self._sort(str(name))
+
+    def _add(self, instance: dict[str, Any], worker: dict[str, Any]) -> str:
+        """Route `instance` through `worker` (unsorted); returns its model's name."""
+        name = str(instance["model_name"])
+        self._routed.setdefault(name, {})[instance["id"]] = self._endpoint(instance, worker)
+        self._routed_name[instance["id"]] = name
+        return name
 
     def _sort(self, name: str) -> None:
         routed = self._routed.get(name)
@@ -223,10 +226,7 @@ class RoutingTable:
         for instance in self._instances.values():
             worker = self._routable(instance)
             if worker is not None:
-                self._routed.setdefault(instance["model_name"], {})[instance["id"]] = self._endpoint(
-                    instance, worker
-                )
-                self._routed_name[instance["id"]] = instance["model_name"]
+                self._add(instance, worker)
         for name in list(self._routed):
             self._sort(name)
         self._rebuild_models()
